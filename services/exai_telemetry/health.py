@@ -1,0 +1,87 @@
+"""The health document every service serves (DESIGN §2).
+
+`/health/live`: the process answers. `/health/ready`: 200 only when every *required*
+component answers. `/health`: JSON with `status` healthy|degraded|unhealthy — an
+optional component that is down (Redis) degrades, a required one makes it unhealthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+HealthStatus = Literal["healthy", "degraded", "unhealthy"]
+CHECK_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    up: bool
+    required: bool = True
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": "up" if self.up else "down",
+            "required": self.required,
+            **self.detail,
+        }
+
+
+HealthCheck = Callable[[], Awaitable[ComponentHealth]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A named dependency check; `required=False` means down degrades, not unready."""
+
+    name: str
+    check: HealthCheck
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: HealthStatus
+    version: str
+    components: Mapping[str, ComponentHealth]
+
+    @property
+    def ready(self) -> bool:
+        return self.status != "unhealthy"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "version": self.version,
+            "timestamp_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "components": {name: c.as_json() for name, c in self.components.items()},
+        }
+
+
+def overall_status(components: Mapping[str, ComponentHealth]) -> HealthStatus:
+    if any(not c.up and c.required for c in components.values()):
+        return "unhealthy"
+    if any(not c.up for c in components.values()):
+        return "degraded"
+    return "healthy"
+
+
+async def _run(probe: Probe) -> ComponentHealth:
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(probe.check(), CHECK_TIMEOUT_S)
+    except Exception as exc:  # a failing check is a finding, not a crash
+        return ComponentHealth(False, probe.required, {"error": type(exc).__name__})
+    latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    return ComponentHealth(result.up, probe.required, {"latency_ms": latency_ms, **result.detail})
+
+
+async def evaluate(probes: Sequence[Probe], version: str) -> HealthReport:
+    results = await asyncio.gather(*(_run(p) for p in probes))
+    components = {p.name: r for p, r in zip(probes, results, strict=True)}
+    return HealthReport(overall_status(components), version, components)

@@ -1,0 +1,126 @@
+"""What every FastAPI-based service shares: health routes, instrumentation, serving.
+
+Correlation: the HTTP server span is started by the ASGI instrumentation from the
+incoming `traceparent` + `baggage`. Callers that send only `X-Correlation-ID` still get
+it on their spans: :class:`CorrelationMiddleware` puts the header into baggage and
+echoes the ID back, with the server span's `traceparent`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from opentelemetry import context, trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from exai_telemetry.correlation import (
+    CORRELATION_HEADER,
+    current_correlation_id,
+    normalize_correlation_id,
+    with_correlation_id,
+)
+from exai_telemetry.health import Probe, evaluate
+from exai_telemetry.settings import ServiceSettings
+from exai_telemetry.setup import Telemetry
+
+logger = logging.getLogger(__name__)
+
+HEALTH_PATHS = "/health,/health/live,/health/ready"
+
+
+def add_health_routes(app: FastAPI, probes: Callable[[], Sequence[Probe]], version: str) -> None:
+    """`probes` is called per request so that it sees clients built in the lifespan."""
+
+    @app.get("/health/live", include_in_schema=False)
+    async def live() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        report = await evaluate(probes(), version)
+        return JSONResponse(report.as_json(), status_code=200 if report.ready else 503)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> JSONResponse:
+        report = await evaluate(probes(), version)
+        return JSONResponse(report.as_json())
+
+
+class CorrelationMiddleware:
+    """Header → baggage when baggage lacks it; ID and `traceparent` on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = None
+        correlation_id = current_correlation_id()
+        if correlation_id is None:
+            header = _header(scope, CORRELATION_HEADER.lower().encode())
+            correlation_id = normalize_correlation_id(header)
+            if correlation_id is not None:
+                token = context.attach(with_correlation_id(correlation_id))
+                span = trace.get_current_span()
+                if span.is_recording():
+                    span.set_attribute("exai.correlation_id", correlation_id)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if correlation_id:
+                    headers.append((CORRELATION_HEADER.encode(), correlation_id.encode()))
+                carrier: dict[str, str] = {}
+                TraceContextTextMapPropagator().inject(carrier)
+                if "traceparent" in carrier:
+                    headers.append((b"traceparent", carrier["traceparent"].encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            if token is not None:
+                context.detach(token)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def instrument_app(app: FastAPI, telemetry: Telemetry) -> None:
+    """ASGI server spans + `http.server.request.duration`; health probes excluded."""
+    app.add_middleware(CorrelationMiddleware)
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        excluded_urls=HEALTH_PATHS,
+        exclude_spans=["receive", "send"],
+    )
+
+
+def serve(app: FastAPI, settings: ServiceSettings, port: int) -> None:
+    """Run until SIGINT/SIGTERM; uvicorn stops accepting, drains in-flight requests for
+    up to `EXAI_SHUTDOWN_GRACE_S`, then the app's lifespan flushes telemetry."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()

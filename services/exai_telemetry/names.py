@@ -1,0 +1,44 @@
+"""EXAI's own telemetry names (DESIGN §6). Standard names come from semconv constants.
+
+Dashboards, alert rules and the collector's tail-sampling policies use these strings;
+change one only together with them.
+"""
+
+from typing import Final
+
+# --- span / metric attributes -------------------------------------------------------
+CORRELATION_ID: Final = "exai.correlation_id"
+SESSION_ID: Final = "exai.session_id"  # spans only: unbounded
+REQUEST_ID: Final = "exai.request_id"  # spans only: unbounded
+CONTINUATION_ID: Final = "exai.continuation_id"  # spans only: unbounded
+TOOL: Final = "exai.tool"
+OUTCOME: Final = "exai.outcome"
+PROTOCOL: Final = "exai.protocol"  # native | mcp
+PROVIDER_ATTEMPT: Final = "exai.provider.attempt"  # 1-based, on each attempt span
+ATTEMPT_OUTCOME: Final = "exai.provider.attempt.outcome"
+PROVIDER_RETRIES: Final = "exai.provider.retries"  # int on the proxy request span
+PROVIDER_FALLBACK: Final = "exai.provider.fallback"  # bool on the proxy request span
+CIRCUIT_STATE: Final = "exai.provider.circuit_state"  # closed | half_open | open
+RETRY_REASON: Final = "exai.retry.reason"  # rate_limit | server_error | connect | timeout
+TOKEN_TYPE: Final = "exai.token.type"  # input | output | cached
+CACHE_RESULT: Final = "exai.cache.result"  # hit | miss | error
+DEPENDENCY: Final = "exai.dependency"  # cache | durable
+OPERATION: Final = "exai.operation"
+COST_USD: Final = "exai.cost.usd"  # span attribute, per request
+CACHED_TOKENS: Final = "exai.usage.cached_tokens"  # span attribute
+
+# --- metrics --------------------------------------------------------------------------
+M_PROVIDER_TOKENS: Final = "exai.provider.tokens"
+M_PROVIDER_COST: Final = "exai.provider.cost"
+M_PROVIDER_RETRIES: Final = "exai.provider.retries"
+M_PROVIDER_CIRCUIT_STATE: Final = "exai.provider.circuit.state"
+M_PROVIDER_REQUESTS: Final = "exai.provider.requests"
+M_GATEWAY_CONNECTIONS: Final = "exai.gateway.connections"
+M_GATEWAY_CALLS: Final = "exai.gateway.calls"
+M_GATEWAY_CALL_DURATION: Final = "exai.gateway.call.duration"
+M_GATEWAY_INFLIGHT: Final = "exai.gateway.inflight"
+M_STORAGE_CACHE_LOOKUPS: Final = "exai.storage.cache.lookups"
+M_STORAGE_DEPENDENCY_UP: Final = "exai.storage.dependency.up"
+M_STORAGE_DURABLE_ERRORS: Final = "exai.storage.durable.errors"
+
+CIRCUIT_STATE_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}

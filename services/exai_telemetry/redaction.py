@@ -1,0 +1,190 @@
+"""Secrets and content never leave the process.
+
+Two layers, both here:
+
+- values: every secret a service is configured with is registered in a
+  :class:`SecretRegistry`; any occurrence in an exported span or a log line is replaced;
+- keys: attributes whose name says credential (`authorization`, `api_key`, `token`, …)
+  are replaced whatever their value, and GenAI content attributes are dropped unless
+  `EXAI_CAPTURE_CONTENT=true`.
+
+The collector redacts again as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.util.types import AttributeValue
+
+REDACTED = "[REDACTED]"
+
+SENSITIVE_KEY = re.compile(
+    r"(authorization|api[_.-]?key|secret|password|passwd|cookie|(^|[._-])token$|bearer)",
+    re.IGNORECASE,
+)
+SENSITIVE_QUERY_PARAMS = frozenset({"token", "access_token", "api_key", "apikey", "key", "sig"})
+CONTENT_ATTRIBUTES = frozenset(
+    {
+        "gen_ai.prompt",
+        "gen_ai.completion",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "exai.prompt",
+        "exai.completion",
+    }
+)
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey|key)=)[^&\s\"']+")
+_MIN_SECRET_LENGTH = 6
+
+
+class SecretRegistry:
+    """The secret values this process knows; anything matching one is scrubbed."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = set()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        # Very short values would scrub innocent text and are not credentials anyway.
+        if secret and len(secret) >= _MIN_SECRET_LENGTH:
+            self._secrets.add(secret)
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and any(s in value for s in self._secrets)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        text = _BEARER.sub(r"\1 " + REDACTED, text)
+        return _QUERY_SECRET.sub(r"\1" + REDACTED, text)
+
+
+def redact_url(url: str) -> str:
+    """`url` without credentials: no userinfo, sensitive query values replaced."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    query = urlencode(
+        [
+            (k, REDACTED if k.lower() in SENSITIVE_QUERY_PARAMS else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="[]",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_path(path: str) -> str:
+    """A request target (`/path?query`) with sensitive query values replaced."""
+    if "?" not in path:
+        return path
+    route, _, query = path.partition("?")
+    return redact_url(f"http://h{route}?{query}").removeprefix("http://h")
+
+
+def _redact_value(value: AttributeValue, registry: SecretRegistry) -> AttributeValue:
+    if isinstance(value, str):
+        return registry.scrub(value)
+    if isinstance(value, Sequence) and value and isinstance(value[0], str):
+        return [registry.scrub(str(v)) for v in value]
+    return value
+
+
+def redact_attributes(
+    attributes: Mapping[str, AttributeValue] | None,
+    registry: SecretRegistry,
+    *,
+    capture_content: bool,
+) -> dict[str, AttributeValue] | None:
+    """Redacted copy of `attributes`, or None if nothing needed changing."""
+    if not attributes:
+        return None
+    changed = False
+    result: dict[str, AttributeValue] = {}
+    for key, value in attributes.items():
+        if not capture_content and key in CONTENT_ATTRIBUTES:
+            changed = True
+            continue
+        if SENSITIVE_KEY.search(key) and key != "exai.correlation_id":
+            new_value: AttributeValue = REDACTED
+        else:
+            new_value = _redact_value(value, registry)
+        changed = changed or new_value != value
+        result[key] = new_value
+    return result if changed else None
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Wraps an exporter; spans leave with credentials and (by default) content removed."""
+
+    def __init__(
+        self, inner: SpanExporter, registry: SecretRegistry, *, capture_content: bool = False
+    ) -> None:
+        self._inner = inner
+        self._registry = registry
+        self._capture_content = capture_content
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([self._redact(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def _redact(self, span: ReadableSpan) -> ReadableSpan:
+        attributes = redact_attributes(
+            span.attributes, self._registry, capture_content=self._capture_content
+        )
+        events, events_changed = self._redact_events(span.events)
+        if attributes is None and not events_changed:
+            return span
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=attributes if attributes is not None else span.attributes,
+            events=events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def _redact_events(self, events: Sequence[Event]) -> tuple[Sequence[Event], bool]:
+        changed = False
+        result: list[Event] = []
+        for event in events:
+            attributes = redact_attributes(
+                event.attributes, self._registry, capture_content=self._capture_content
+            )
+            if attributes is None:
+                result.append(event)
+                continue
+            changed = True
+            result.append(Event(event.name, attributes, event.timestamp))
+        return result, changed
+
+
+def scrub_any(value: Any, registry: SecretRegistry) -> Any:
+    """Scrub strings nested in log arguments without changing other types."""
+    if isinstance(value, str):
+        return registry.scrub(value)
+    if isinstance(value, tuple):
+        return tuple(scrub_any(v, registry) for v in value)
+    return value

@@ -1,0 +1,76 @@
+"""Settings every service shares, and fail-fast loading.
+
+Each service subclasses :class:`ServiceSettings`. :func:`load_settings` turns a
+validation error into one line naming the environment variable, then exits.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, NoReturn, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound="ServiceSettings")
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    log_level: LogLevel = Field(default="INFO", validation_alias="EXAI_LOG_LEVEL")
+    capture_content: bool = Field(default=False, validation_alias="EXAI_CAPTURE_CONTENT")
+    environment: str = Field(
+        default="development", validation_alias="EXAI_ENVIRONMENT", min_length=1
+    )
+    host: str = Field(default="127.0.0.1", validation_alias="EXAI_HOST")
+    shutdown_grace_s: float = Field(default=10.0, gt=0, validation_alias="EXAI_SHUTDOWN_GRACE_S")
+
+    def secret_values(self) -> list[str]:
+        """Every SecretStr field's value, for the redaction registry."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                values.append(value.get_secret_value())
+        return values
+
+
+def _env_name(settings_cls: type[ServiceSettings], loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return "settings"
+    field = settings_cls.model_fields.get(str(loc[0]))
+    alias = getattr(field, "validation_alias", None) if field else None
+    return str(alias) if isinstance(alias, str) else str(loc[0]).upper()
+
+
+def describe_validation_error(settings_cls: type[ServiceSettings], exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    name = _env_name(settings_cls, tuple(first["loc"]))
+    # Never echo the input: it may be a secret.
+    return f"invalid setting {name}: {first['msg']}"
+
+
+def load_settings(settings_cls: type[S]) -> S:
+    try:
+        return settings_cls()
+    except ValidationError as exc:
+        fail(describe_validation_error(settings_cls, exc))
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)

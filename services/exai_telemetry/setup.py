@@ -1,0 +1,178 @@
+"""`setup_telemetry()`: tracer, meter and log wiring shared by all services (DESIGN §6).
+
+Production: OTLP/HTTP exporters to `OTEL_EXPORTER_OTLP_ENDPOINT`, batch span
+processor with a bounded queue (a dead collector costs dropped spans, counted by the
+SDK as `otel.sdk.processor.span.processed{error.type="queue_full"}`, never a blocked
+request). Tests pass `span_exporter` / `metric_reader` explicitly and get synchronous,
+in-memory telemetry. Providers are returned, not only installed globally, so several
+services can live in one test process, each with its own resource.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from exai_telemetry.correlation import CorrelationIdSpanProcessor
+from exai_telemetry.logs import configure_logging
+from exai_telemetry.redaction import RedactingSpanExporter, SecretRegistry
+from exai_telemetry.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+# Bounded so that a dead collector cannot grow memory: beyond this, spans are dropped
+# and counted.
+SPAN_QUEUE_SIZE = 4096
+METRIC_EXPORT_INTERVAL_MS = 5000
+
+# Call durations span milliseconds (cache hits) to minutes (long generations).
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+
+@dataclass
+class Telemetry:
+    service_name: str
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    secrets: SecretRegistry
+    capture_content: bool
+    _shut_down: bool = field(default=False, repr=False)
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(name)
+
+    def meter(self, name: str) -> metrics.Meter:
+        return self.meter_provider.get_meter(name)
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters; safe to call twice."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.tracer_provider.force_flush(timeout_millis=5000)
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown(timeout_millis=5000)
+
+
+def _views() -> list[View]:
+    return [
+        View(
+            instrument_name="*duration*",
+            aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS_S),
+        ),
+        View(
+            instrument_name="gen_ai.client.token.usage",
+            aggregation=ExplicitBucketHistogramAggregation(TOKEN_BUCKETS),
+        ),
+    ]
+
+
+def build_resource(service_name: str, version: str, environment: str) -> Resource:
+    return Resource.create(
+        {
+            "service.name": service_name,
+            "service.version": version,
+            "service.instance.id": f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+            "deployment.environment.name": environment,
+        }
+    )
+
+
+def _otlp_exporters(endpoint: str) -> tuple[SpanExporter, MetricReader]:
+    # Imported here: tests never need the exporter stack.
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    base = endpoint.rstrip("/")
+    span_exporter = OTLPSpanExporter(
+        endpoint=f"{base}/v1/traces", timeout=5, compression=Compression.Gzip
+    )
+    metric_reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=5),
+        export_interval_millis=METRIC_EXPORT_INTERVAL_MS,
+    )
+    return span_exporter, metric_reader
+
+
+def setup_telemetry(
+    service_name: str,
+    version: str,
+    settings: ServiceSettings,
+    *,
+    span_exporter: SpanExporter | None = None,
+    metric_reader: MetricReader | None = None,
+    install_global: bool = True,
+    configure_logs: bool = True,
+) -> Telemetry:
+    """Build providers for one service.
+
+    With explicit exporters (tests) spans are exported synchronously. Without them,
+    OTLP/HTTP goes to `settings.otel_exporter_otlp_endpoint`; with no endpoint or with
+    `OTEL_SDK_DISABLED=true`, spans are recorded (so trace IDs exist for clients) but
+    not exported.
+    """
+    name = settings.otel_service_name or service_name
+    registry = SecretRegistry(settings.secret_values())
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    resource = build_resource(name, version, settings.environment)
+
+    readers: list[MetricReader] = []
+    exporter: SpanExporter | None = span_exporter
+    if metric_reader is not None:
+        readers.append(metric_reader)
+    if exporter is None and settings.otel_exporter_otlp_endpoint and not settings.otel_sdk_disabled:
+        exporter, otlp_reader = _otlp_exporters(settings.otel_exporter_otlp_endpoint)
+        readers.append(otlp_reader)
+
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(CorrelationIdSpanProcessor())
+    if exporter is not None:
+        redacting = RedactingSpanExporter(
+            exporter, registry, capture_content=settings.capture_content
+        )
+        if span_exporter is not None:
+            tracer_provider.add_span_processor(SimpleSpanProcessor(redacting))
+        else:
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(
+                    redacting,
+                    max_queue_size=SPAN_QUEUE_SIZE,
+                    max_export_batch_size=512,
+                    schedule_delay_millis=1000,
+                    meter_provider=meter_provider,
+                )
+            )
+
+    if install_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+        propagate.set_global_textmap(
+            CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+        )
+    if configure_logs:
+        configure_logging(name, settings.log_level, registry)
+    if exporter is None:
+        logger.info("telemetry export disabled (no OTEL_EXPORTER_OTLP_ENDPOINT)")
+    return Telemetry(name, tracer_provider, meter_provider, registry, settings.capture_content)
