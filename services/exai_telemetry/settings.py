@@ -31,6 +31,7 @@ class ServiceSettings(BaseSettings):
     )
     otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
     otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    otlp_timeout_s: float = Field(default=5.0, gt=0, le=60, validation_alias="EXAI_OTLP_TIMEOUT_S")
     log_level: LogLevel = Field(default="INFO", validation_alias="EXAI_LOG_LEVEL")
     capture_content: bool = Field(default=False, validation_alias="EXAI_CAPTURE_CONTENT")
     environment: str = Field(

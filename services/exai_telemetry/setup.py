@@ -38,9 +38,6 @@ from exai_telemetry.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-# Bounded so that a dead collector cannot grow memory: beyond this, spans are dropped
-# and counted.
-SPAN_QUEUE_SIZE = 4096
 METRIC_EXPORT_INTERVAL_MS = 5000
 
 # Call durations span milliseconds (cache hits) to minutes (long generations).
@@ -68,7 +65,8 @@ class Telemetry:
         if self._shut_down:
             return
         self._shut_down = True
-        self.tracer_provider.force_flush(timeout_millis=5000)
+        # shutdown() exports what is queued, bounded by the processor's own timeout;
+        # force_flush() is not bounded in this SDK version, so it is not called.
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown(timeout_millis=5000)
 
@@ -97,7 +95,7 @@ def build_resource(service_name: str, version: str, environment: str) -> Resourc
     )
 
 
-def _otlp_exporters(endpoint: str) -> tuple[SpanExporter, MetricReader]:
+def _otlp_exporters(endpoint: str, timeout_s: float) -> tuple[SpanExporter, MetricReader]:
     # Imported here: tests never need the exporter stack.
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -105,10 +103,10 @@ def _otlp_exporters(endpoint: str) -> tuple[SpanExporter, MetricReader]:
 
     base = endpoint.rstrip("/")
     span_exporter = OTLPSpanExporter(
-        endpoint=f"{base}/v1/traces", timeout=5, compression=Compression.Gzip
+        endpoint=f"{base}/v1/traces", timeout=timeout_s, compression=Compression.Gzip
     )
     metric_reader = PeriodicExportingMetricReader(
-        OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=5),
+        OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=timeout_s),
         export_interval_millis=METRIC_EXPORT_INTERVAL_MS,
     )
     return span_exporter, metric_reader
@@ -142,7 +140,9 @@ def setup_telemetry(
     if metric_reader is not None:
         readers.append(metric_reader)
     if exporter is None and settings.otel_exporter_otlp_endpoint and not settings.otel_sdk_disabled:
-        exporter, otlp_reader = _otlp_exporters(settings.otel_exporter_otlp_endpoint)
+        exporter, otlp_reader = _otlp_exporters(
+            settings.otel_exporter_otlp_endpoint, settings.otlp_timeout_s
+        )
         readers.append(otlp_reader)
 
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
@@ -156,13 +156,9 @@ def setup_telemetry(
             tracer_provider.add_span_processor(SimpleSpanProcessor(redacting))
         else:
             tracer_provider.add_span_processor(
-                BatchSpanProcessor(
-                    redacting,
-                    max_queue_size=SPAN_QUEUE_SIZE,
-                    max_export_batch_size=512,
-                    schedule_delay_millis=1000,
-                    meter_provider=meter_provider,
-                )
+                # Queue bounded by OTEL_BSP_MAX_QUEUE_SIZE (default 2048): a dead
+                # collector costs dropped spans, never memory or request latency.
+                BatchSpanProcessor(redacting, meter_provider=meter_provider)
             )
 
     if install_global:

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from opentelemetry import context
+
+from exai_telemetry.correlation import (
+    CORRELATION_HEADER,
+    correlation_headers,
+    current_correlation_id,
+    normalize_correlation_id,
+    with_correlation_id,
+)
+from tests.support.telemetry import CapturedTelemetry
+
+
+def test_every_span_under_the_baggage_carries_the_correlation_id(
+    captured: CapturedTelemetry,
+) -> None:
+    telemetry, _ = captured.build("svc")
+    tracer = telemetry.tracer("t")
+    token = context.attach(with_correlation_id("corr-123"))
+    try:
+        with tracer.start_as_current_span("parent"), tracer.start_as_current_span("child"):
+            pass
+    finally:
+        context.detach(token)
+    with tracer.start_as_current_span("unrelated"):
+        pass
+    by_name = {s.name: s for s in captured.spans()}
+    assert by_name["parent"].attributes["exai.correlation_id"] == "corr-123"
+    assert by_name["child"].attributes["exai.correlation_id"] == "corr-123"
+    assert "exai.correlation_id" not in by_name["unrelated"].attributes
+
+
+def test_span_started_with_explicit_parent_context_gets_its_baggage(
+    captured: CapturedTelemetry,
+) -> None:
+    telemetry, _ = captured.build("svc")
+    with telemetry.tracer("t").start_as_current_span("x", context=with_correlation_id("abc")):
+        pass
+    assert captured.spans()[0].attributes["exai.correlation_id"] == "abc"
+
+
+def test_headers_follow_the_current_baggage() -> None:
+    assert correlation_headers() == {}
+    token = context.attach(with_correlation_id("id-1"))
+    try:
+        assert current_correlation_id() == "id-1"
+        assert correlation_headers() == {CORRELATION_HEADER: "id-1"}
+    finally:
+        context.detach(token)
+
+
+def test_client_ids_are_accepted_only_when_safe() -> None:
+    assert normalize_correlation_id("req-42_a.b:c") == "req-42_a.b:c"
+    assert normalize_correlation_id("") is None
+    assert normalize_correlation_id("x" * 129) is None
+    assert normalize_correlation_id("has space") is None
+    assert normalize_correlation_id('inj"ect\n') is None
+    assert normalize_correlation_id(42) is None
