@@ -1,0 +1,58 @@
+# EXAI — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed
+TOOLS := deploy/local-stack/build-tools.sh
+
+.PHONY: help install tools run test test-unit test-integration test-e2e lint typecheck bench dashboards clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "[install] creating $(VENV) and installing exai + dev dependencies"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(VENV)/bin/pip install -q uv==0.13.9
+	@$(UV) pip install --python $(PY) -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the services and dev tools
+
+tools: ## build otelcol, Prometheus, Alertmanager, Jaeger from Go modules (cached in ~/.cache/exai/tools)
+	@bash $(TOOLS) all
+
+run: install tools ## run the whole system locally (no Docker): services + collector + Prometheus + Alertmanager + Jaeger
+	@$(PY) deploy/local-stack/stack.py run
+
+test: install tools ## all tests: unit, integration (real Redis/Postgres), e2e (real telemetry stack), config tools
+	@$(PY) -m pytest -q
+
+test-unit: install ## unit tests only
+	@$(PY) -m pytest -q tests/unit
+
+test-integration: install ## integration tests (real Redis and Postgres on loopback)
+	@$(PY) -m pytest -q tests/integration
+
+test-e2e: install tools ## end-to-end tests against the running no-Docker stack
+	@$(PY) -m pytest -q tests/e2e
+
+lint: install ## ruff format check + ruff check
+	@$(VENV)/bin/ruff format --check services tests grafana deploy
+	@$(VENV)/bin/ruff check services tests grafana deploy
+
+typecheck: install ## mypy --strict on the services
+	@$(VENV)/bin/mypy services
+
+bench: install ## benchmarks (figures printed and recorded in docs/benchmarks.md)
+	@$(PY) -m pytest -q -m bench tests/bench -p no:cacheprovider -s
+
+dashboards: install ## regenerate grafana/dashboards/*.json from grafana/generate_dashboards.py
+	@$(PY) grafana/generate_dashboards.py
+
+clean: ## remove local state (var/), keeps .venv and the tool cache
+	rm -rf var
