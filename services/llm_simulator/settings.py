@@ -1,0 +1,36 @@
+"""llm-simulator settings: port, pacing and fault defaults, all from the environment."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from exai_telemetry.settings import ServiceSettings
+from llm_simulator.types import FaultMode, ProviderName
+
+
+class SimulatorSettings(ServiceSettings):
+    port: int = Field(default=8099, ge=1, le=65535, validation_alias="EXAI_LLM_SIMULATOR_PORT")
+
+    # Pacing; both can be changed at run time through POST /admin/latency.
+    latency_ms: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, validation_alias="SIM_LATENCY_MS"
+    )
+    tokens_per_s: float = Field(
+        default=200.0, ge=0, allow_inf_nan=False, validation_alias="SIM_TOKENS_PER_S"
+    )  # 0 = stream as fast as possible
+
+    # How each fault behaves.
+    slow_tokens_per_s: float = Field(
+        default=2.0, gt=0, allow_inf_nan=False, validation_alias="SIM_SLOW_TOKENS_PER_S"
+    )
+    hang_s: float = Field(default=600.0, gt=0, allow_inf_nan=False, validation_alias="SIM_HANG_S")
+    retry_after_s: int = Field(default=1, ge=0, le=3600, validation_alias="SIM_RETRY_AFTER_S")
+
+    # Global fault at start-up (the admin endpoint changes it); a seed makes the
+    # per-request draws for `rate` < 1 reproducible.
+    fault_mode: FaultMode = Field(default=FaultMode.NONE, validation_alias="SIM_FAULT_MODE")
+    fault_rate: float = Field(
+        default=1.0, ge=0, le=1, allow_inf_nan=False, validation_alias="SIM_FAULT_RATE"
+    )
+    fault_provider: ProviderName | None = Field(default=None, validation_alias="SIM_FAULT_PROVIDER")
+    fault_seed: int | None = Field(default=None, validation_alias="SIM_FAULT_SEED")

@@ -1,0 +1,22 @@
+"""Names shared across the simulator's modules."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+ProviderName = Literal["kimi", "glm"]
+PROVIDER_NAMES: tuple[ProviderName, ...] = ("kimi", "glm")
+
+FAULT_HEADER = "X-Simulator-Fault"
+
+
+class FaultMode(StrEnum):
+    """What goes wrong with a request (DESIGN §4b)."""
+
+    NONE = "none"
+    RATE_LIMIT = "rate_limit"  # 429 with Retry-After
+    ERROR_500 = "error_500"  # 500
+    HANG = "hang"  # no answer until the client gives up
+    SLOW_STREAM = "slow_stream"  # tokens trickle at SIM_SLOW_TOKENS_PER_S
+    MALFORMED = "malformed"  # 200 with a body (or SSE stream) that does not parse
