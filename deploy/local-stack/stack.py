@@ -99,10 +99,9 @@ def service_env(overrides: Mapping[str, str]) -> dict[str, str]:
 def telemetry_env(overrides: Mapping[str, str]) -> dict[str, str]:
     """Environment for the collector's `${env:…}` references in otel-collector.yaml."""
     env = {
-        "EXAI_OTLP_BIND": "127.0.0.1",
+        "EXAI_OTELCOL_HOST": "127.0.0.1",
         "EXAI_TRACES_ENDPOINT": "127.0.0.1:14317",
         "EXAI_PROMETHEUS_OTLP_ENDPOINT": "http://127.0.0.1:9090/api/v1/otlp",
-        "EXAI_PROMETHEUS_RW_ENDPOINT": "http://127.0.0.1:9090/api/v1/write",
         "EXAI_ENVIRONMENT": "local",
     }
     env.update(overrides)
@@ -149,7 +148,6 @@ def processes(var: Path, overrides: Mapping[str, str] | None = None) -> list[Pro
                 f"--storage.tsdb.path={var / 'prometheus'}",
                 "--web.listen-address=127.0.0.1:9090",
                 "--web.enable-otlp-receiver",
-                "--web.enable-remote-write-receiver",
                 "--web.enable-lifecycle",
                 "--enable-feature=exemplar-storage",
             ],

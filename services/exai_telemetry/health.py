@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
 CHECK_TIMEOUT_S = 2.0
 
@@ -74,7 +76,10 @@ def overall_status(components: Mapping[str, ComponentHealth]) -> HealthStatus:
 async def _run(probe: Probe) -> ComponentHealth:
     started = time.perf_counter()
     try:
-        result = await asyncio.wait_for(probe.check(), CHECK_TIMEOUT_S)
+        # Probes run every few seconds; their Redis/DB/HTTP calls would otherwise become
+        # a stream of orphan root spans (the health routes themselves are not traced).
+        with suppress_instrumentation():
+            result = await asyncio.wait_for(probe.check(), CHECK_TIMEOUT_S)
     except Exception as exc:  # a failing check is a finding, not a crash
         return ComponentHealth(False, probe.required, {"error": type(exc).__name__})
     latency_ms = round((time.perf_counter() - started) * 1000, 2)

@@ -1,0 +1,352 @@
+"""Static checks of docker-compose.yml, the service Dockerfile and .env.example.
+
+No Docker engine is needed: the file is interpolated the way compose does it, then
+validated against the Compose Specification JSON schema (tests/fixtures/compose-spec.json,
+copied from compose-go v2.16.2, the loader `docker compose` uses). When the compose
+plugin happens to be installed, `docker compose config` runs too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.config_tools import REPO_ROOT, load_yaml, versions
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+RAW = load_yaml("docker-compose.yml")
+SERVICES: dict[str, dict[str, Any]] = RAW["services"]
+DOCKERFILE = REPO_ROOT / "deploy" / "docker" / "service.Dockerfile"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+DESIGN = REPO_ROOT.parent / "shared" / "DESIGN.md"
+
+# DESIGN §2: the port each service listens on.
+DESIGN_PORTS = {
+    "ws-gateway": 8079,
+    "provider-proxy": 8090,
+    "storage-adapter": 8091,
+    "llm-simulator": 8099,
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "tempo": 3200,
+    "grafana": 3000,
+}
+OUR_SERVICES = {
+    "ws-gateway": ("ws_gateway", "EXAI_WS_PORT"),
+    "provider-proxy": ("provider_proxy", "EXAI_PROVIDER_PROXY_PORT"),
+    "storage-adapter": ("storage_adapter", "EXAI_STORAGE_ADAPTER_PORT"),
+    "llm-simulator": ("llm_simulator", "EXAI_LLM_SIMULATOR_PORT"),
+}
+REQUIRED_SECRETS = {"EXAI_WS_TOKEN", "POSTGRES_PASSWORD", "GF_SECURITY_ADMIN_PASSWORD"}
+SAMPLE_ENV = {name: f"test-{name.lower()}" for name in REQUIRED_SECRETS}
+SECRET_NAME = re.compile(r"(KEY|TOKEN|PASSWORD|SECRET)$")
+
+
+# ------------------------------------------------------------------ interpolation
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])((?:[^{}]|\{[^{}]*\})*))?\}")
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate_text(text: str, env: Mapping[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, $$."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, operator, argument = match.group(1), match.group(2), match.group(3) or ""
+        value = env.get(name)
+        unset = value is None or (operator is not None and operator.startswith(":") and not value)
+        if operator in (":-", "-") and unset:
+            return interpolate_text(argument, env)
+        if operator in (":?", "?") and unset:
+            raise MissingVariable(f"{name}: {argument}")
+        return value or ""
+
+    placeholder = "\0"
+    return _VARIABLE.sub(replace, text.replace("$$", placeholder)).replace(placeholder, "$")
+
+
+def interpolate(node: Any, env: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate_text(node, env)
+    if isinstance(node, list):
+        return [interpolate(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: interpolate(value, env) for key, value in node.items()}
+    return node
+
+
+def variables_used() -> set[str]:
+    lines = COMPOSE_FILE.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+
+
+def test_interpolation_helper_follows_compose_rules() -> None:
+    env = {"SET": "v", "EMPTY": ""}
+    assert (
+        interpolate_text("${SET}-${UNSET:-d}-${EMPTY:-d}-${EMPTY-d}-$${SET}", env)
+        == "v-d-d--${SET}"
+    )
+    assert interpolate_text("${UNSET:-a${SET}b}", env) == "avb"
+    with pytest.raises(MissingVariable):
+        interpolate_text("${EMPTY:?needed}", env)
+
+
+# ------------------------------------------------------------------ schema and references
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    schema = json.loads(
+        (REPO_ROOT / "tests/fixtures/compose-spec.json").read_text(encoding="utf-8")
+    )
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator = validator_class(schema)
+    resolved = interpolate(RAW, SAMPLE_ENV)
+    errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+@pytest.mark.parametrize("secret", sorted(REQUIRED_SECRETS))
+def test_required_secrets_fail_fast_when_unset(secret: str) -> None:
+    env = {k: v for k, v in SAMPLE_ENV.items() if k != secret}
+    with pytest.raises(MissingVariable, match=secret):
+        interpolate(RAW, env)
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    docker = shutil.which("docker")
+    probe = (
+        subprocess.run(
+            [docker or "docker", "compose", "version"], capture_output=True, text=True, check=False
+        )
+        if docker
+        else None
+    )
+    if probe is None or probe.returncode != 0:
+        pytest.skip("the docker compose plugin is not installed (schema validation covers it)")
+    result = subprocess.run(
+        [docker or "docker", "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        cwd=REPO_ROOT,
+        env={"PATH": "/usr/bin:/bin", **SAMPLE_ENV},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_dependency_exists_and_waits_for_health_where_there_is_one() -> None:
+    for name, service in SERVICES.items():
+        for target, spec in (service.get("depends_on") or {}).items():
+            assert target in SERVICES, f"{name} depends on unknown {target}"
+            has_health = "healthcheck" in SERVICES[target] or "build" in SERVICES[target]
+            expected = "service_healthy" if has_health else "service_started"
+            assert spec["condition"] == expected, f"{name} -> {target}"
+
+
+def test_every_service_but_the_collector_has_a_healthcheck() -> None:
+    for name, service in SERVICES.items():
+        if "build" in service:
+            continue  # the Dockerfile's HEALTHCHECK
+        if name == "otel-collector":
+            continue  # scratch image: nothing to run a probe with
+        assert "healthcheck" in service, name
+
+
+def test_every_bind_mount_source_exists_in_the_repo() -> None:
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (REPO_ROOT / source).exists(), f"{name}: {source}"
+            else:
+                assert source in RAW["volumes"], f"{name}: undeclared volume {source}"
+
+
+def test_build_contexts_and_dockerfiles_exist() -> None:
+    for name, service in SERVICES.items():
+        if "build" in service:
+            build = service["build"]
+            assert (REPO_ROOT / build["context"] / build["dockerfile"]).is_file(), name
+
+
+def test_named_volumes_hold_the_state() -> None:
+    assert {"postgres-data", "prometheus-data", "tempo-data", "grafana-data"} <= set(RAW["volumes"])
+    mounts = {name: " ".join(s.get("volumes", [])) for name, s in SERVICES.items()}
+    assert "postgres-data:/var/lib/postgresql/data" in mounts["postgres"]
+    assert "prometheus-data:/prometheus" in mounts["prometheus"]
+    assert "tempo-data:/var/tempo" in mounts["tempo"]
+    assert "grafana-data:/var/lib/grafana" in mounts["grafana"]
+
+
+# ------------------------------------------------------------------ ports
+
+
+def test_only_grafana_and_the_gateway_publish_ports_on_loopback() -> None:
+    published = {name: service["ports"] for name, service in SERVICES.items() if "ports" in service}
+    assert published == {"ws-gateway": ["127.0.0.1:8079:8079"], "grafana": ["127.0.0.1:3000:3000"]}
+
+
+def test_service_ports_match_design() -> None:
+    for name, (module, port_variable) in OUR_SERVICES.items():
+        service = SERVICES[name]
+        assert service["build"]["args"] == {"SERVICE": module, "PORT": str(DESIGN_PORTS[name])}
+        assert service["environment"][port_variable] == str(DESIGN_PORTS[name])
+    env = SERVICES["ws-gateway"]["environment"]
+    assert env["EXAI_PROVIDER_URL"] == "http://provider-proxy:8090"
+    assert env["EXAI_STORAGE_URL"] == "http://storage-adapter:8091"
+    for name in OUR_SERVICES:
+        environment = {**RAW["x-service-env"], **SERVICES[name]["environment"]}
+        assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+    collector_env = SERVICES["otel-collector"]["environment"]
+    assert collector_env["EXAI_TRACES_ENDPOINT"] == "tempo:4317"
+    assert collector_env["EXAI_PROMETHEUS_OTLP_ENDPOINT"] == "http://prometheus:9090/api/v1/otlp"
+    checks = " ".join(
+        " ".join(s["healthcheck"]["test"]) for s in SERVICES.values() if "healthcheck" in s
+    )
+    for name in ("prometheus", "alertmanager", "tempo", "grafana"):
+        assert f"localhost:{DESIGN_PORTS[name]}/" in checks, name
+
+
+@pytest.mark.skipif(not DESIGN.exists(), reason="shared/DESIGN.md is not beside the repo")
+def test_design_table_lists_the_same_ports() -> None:
+    table = DESIGN.read_text(encoding="utf-8")
+    for name in OUR_SERVICES:
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert str(DESIGN_PORTS[name]) in row, name
+    assert "9090 / 9093 / 3200 / 3000" in table
+
+
+# ------------------------------------------------------------------ images and secrets
+
+
+def test_images_are_pinned() -> None:
+    for name, service in SERVICES.items():
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag and tag != "latest", f"{name}: {image}"
+        if "build" not in service:
+            assert re.search(r"\d+\.\d+", tag), f"{name}: {image} is not a version tag"
+
+
+def test_telemetry_images_match_the_no_docker_builds() -> None:
+    pinned = versions()
+    assert SERVICES["otel-collector"]["image"] == pinned["OTELCOL_IMAGE"]
+    assert SERVICES["prometheus"]["image"] == pinned["PROMETHEUS_IMAGE"]
+    assert SERVICES["alertmanager"]["image"] == pinned["ALERTMANAGER_IMAGE"]
+
+
+def _environments() -> list[tuple[str, str, str]]:
+    result: list[tuple[str, str, str]] = []
+    for name, service in {
+        "x-service-env": {"environment": RAW["x-service-env"]},
+        **SERVICES,
+    }.items():
+        environment = service.get("environment") or {}
+        assert isinstance(environment, dict), f"{name}: use the mapping form"
+        result.extend((name, key, str(value)) for key, value in environment.items())
+    return result
+
+
+def test_no_secret_value_is_written_in_the_file() -> None:
+    for service, key, value in _environments():
+        if SECRET_NAME.search(key):
+            # Only ${VAR}, ${VAR:-} (empty) or ${VAR:?message}: never a literal value.
+            assert re.fullmatch(r"\$\{[A-Z0-9_]+(:\?[^}]*|:-)?\}", value), (
+                f"{service}.{key}={value}"
+            )
+        # No credentials inside URLs either, except interpolated ones.
+        for userinfo in re.findall(r"://([^/@\s]+)@", value):
+            assert ":${" in userinfo or ":" not in userinfo, f"{service}.{key}"
+
+
+def test_env_example_documents_every_variable_the_compose_file_reads() -> None:
+    documented = set(
+        re.findall(r"(?m)^#?\s*([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE.read_text(encoding="utf-8"))
+    )
+    missing = variables_used() - documented
+    assert not missing, f"add to .env.example: {sorted(missing)}"
+    for name in (
+        "KIMI_API_KEY",
+        "KIMI_BASE_URL",
+        "GLM_API_KEY",
+        "GLM_BASE_URL",
+        "REDIS_URL",
+        "EXAI_DATABASE_URL",
+        "SUPABASE_URL",
+        "SUPABASE_KEY",
+        "EXAI_TRACE_SAMPLE_PERCENT",
+    ):
+        assert name in documented, name
+
+
+def test_env_example_sets_no_secret() -> None:
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([A-Z][A-Z0-9_]+)=(.*)$", line)
+        if match and SECRET_NAME.search(match.group(1)):
+            assert match.group(2) == "", line
+
+
+# ------------------------------------------------------------------ Dockerfile
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def test_dockerfile_is_multi_stage_pinned_non_root_with_healthcheck() -> None:
+    instructions = _dockerfile_instructions()
+    froms = [rest for keyword, rest in instructions if keyword == "FROM"]
+    assert len(froms) >= 2
+    base = next(
+        rest
+        for keyword, rest in instructions
+        if keyword == "ARG" and rest.startswith("PYTHON_IMAGE=")
+    )
+    image = base.split("=", 1)[1]
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", image), image
+    users = [rest for keyword, rest in instructions if keyword == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    healthcheck = next(rest for keyword, rest in instructions if keyword == "HEALTHCHECK")
+    assert "healthcheck.py" in healthcheck
+    assert "/health/ready" in (REPO_ROOT / "deploy/docker/healthcheck.py").read_text(
+        encoding="utf-8"
+    )
+    copied = " ".join(rest for keyword, rest in instructions if keyword == "COPY")
+    for source in ("pyproject.toml", "services/", "deploy/docker/healthcheck.py"):
+        assert source in copied
+
+
+def test_dockerfile_context_ignore_keeps_what_the_build_copies() -> None:
+    ignore = Path(f"{DOCKERFILE}.dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "*" in ignore
+    for needed in ("!pyproject.toml", "!services/", "!deploy/docker/healthcheck.py"):
+        assert needed in ignore
+
+
+def test_alert_webhook_shares_alertmanagers_network_for_the_loopback_url() -> None:
+    webhook = SERVICES["alert-webhook"]
+    assert webhook["network_mode"] == "service:alertmanager"
+    assert "./deploy/docker/alert_webhook.py:/app/alert_webhook.py:ro" in webhook["volumes"]
+    alertmanager = yaml.safe_load((REPO_ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
+    urls = {hook["url"] for r in alertmanager["receivers"] for hook in r["webhook_configs"]}
+    assert urls == {"http://127.0.0.1:9095/alerts"}
