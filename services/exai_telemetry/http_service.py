@@ -2,8 +2,8 @@
 
 Correlation: the HTTP server span is started by the ASGI instrumentation from the
 incoming `traceparent` + `baggage`. Callers that send only `X-Correlation-ID` still get
-it on their spans: :class:`CorrelationMiddleware` puts the header into baggage and
-echoes the ID back, with the server span's `traceparent`.
+it on their spans: :class:`CorrelationMiddleware` puts the header (or a new ID) into
+baggage and echoes the ID back, with the server span's `traceparent`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exai_telemetry.correlation import (
+    CORRELATION_ATTRIBUTE,
     CORRELATION_HEADER,
+    new_correlation_id,
     current_correlation_id,
     normalize_correlation_id,
     with_correlation_id,
@@ -53,7 +55,8 @@ def add_health_routes(app: FastAPI, probes: Callable[[], Sequence[Probe]], versi
 
 
 class CorrelationMiddleware:
-    """Header → baggage when baggage lacks it; ID and `traceparent` on the response."""
+    """Header → baggage when baggage lacks it (a new UUID4 when the request brought
+    neither); the ID and the server span's `traceparent` go back on the response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -66,12 +69,12 @@ class CorrelationMiddleware:
         correlation_id = current_correlation_id()
         if correlation_id is None:
             header = _header(scope, CORRELATION_HEADER.lower().encode())
-            correlation_id = normalize_correlation_id(header)
-            if correlation_id is not None:
-                token = context.attach(with_correlation_id(correlation_id))
-                span = trace.get_current_span()
-                if span.is_recording():
-                    span.set_attribute("exai.correlation_id", correlation_id)
+            # A caller that sent none (or an unusable one) still gets an ID to quote.
+            correlation_id = normalize_correlation_id(header) or new_correlation_id()
+            token = context.attach(with_correlation_id(correlation_id))
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attribute(CORRELATION_ATTRIBUTE, correlation_id)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

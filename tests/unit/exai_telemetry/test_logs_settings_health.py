@@ -28,6 +28,9 @@ def test_log_lines_are_json_in_utc_with_trace_and_correlation_ids(
             ctx = span.get_span_context()
     finally:
         context.detach(token)
+    for handler in list(logging.getLogger().handlers):
+        if handler.get_name() == "exai-json":
+            logging.getLogger().removeHandler(handler)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["message"] == "calling with [REDACTED]"
     assert line["trace_id"] == format(ctx.trace_id, "032x")

@@ -1,0 +1,30 @@
+"""provider-proxy: an OpenAI-compatible API in front of Kimi and GLM (DESIGN §4).
+
+Routing by model, per-provider adapters, retries with backoff, circuit breakers,
+fallback, token and cost accounting, GenAI spans and metrics. Modules:
+
+- :mod:`provider_proxy.app` — `create_app(settings, telemetry)`, routes, error bodies
+- :mod:`provider_proxy.service` — one request: route, call, fall back, relay streams
+- :mod:`provider_proxy.upstream` — one provider: attempts, retries, breaker verdicts
+- :mod:`provider_proxy.adapters` — base URLs, auth and request quirks per provider
+- :mod:`provider_proxy.circuit`, :mod:`provider_proxy.retry` — sans-I/O resilience
+- :mod:`provider_proxy.completions`, :mod:`provider_proxy.usage` — responses, usage, cost
+- :mod:`provider_proxy.telemetry` — spans and metrics
+
+Exceptions (see :mod:`provider_proxy.errors`)::
+
+    ProxyError
+     ├── InvalidRequest ── UnknownModel
+     ├── CircuitOpen
+     ├── DeadlineExceeded
+     ├── ClientDisconnected
+     └── UpstreamError
+          ├── UpstreamTimeout
+          ├── UpstreamConnectError
+          ├── UpstreamRateLimited
+          ├── UpstreamServerError
+          ├── UpstreamRejected
+          └── UpstreamMalformed
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,198 @@
+"""Errors of the provider proxy, each knowing how it is answered to the client.
+
+::
+
+    ProxyError
+     ├── InvalidRequest            the client's request is refused (400)
+     │    └── UnknownModel         no provider serves the model (400)
+     ├── CircuitOpen               the provider's breaker is open, no fallback (503)
+     ├── DeadlineExceeded          the request's total deadline passed (504)
+     ├── ClientDisconnected        the client went away; nobody reads the answer (499)
+     └── UpstreamError             the provider failed; retryable ones are retried
+          ├── UpstreamTimeout       connect/read timeout (504 when it is the last word)
+          ├── UpstreamConnectError  no connection, or it broke (502)
+          ├── UpstreamRateLimited   429, carries Retry-After (502 once retries are spent)
+          ├── UpstreamServerError   5xx (502)
+          ├── UpstreamRejected      another 4xx: 400/404/413/422 passed on, else 502
+          └── UpstreamMalformed     200 whose body is not what the API promises (502)
+
+Every class has `error_type` (the bounded `error.type` value on spans and metrics),
+`status_code` and `code` (the OpenAI-style error body).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from provider_proxy.types import AttemptOutcome, ProviderName, RetryReason
+
+
+class ProxyError(Exception):
+    """Root of the proxy's exceptions."""
+
+    error_type: ClassVar[str] = "internal_error"
+    status_code: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def code(self) -> str:
+        return self.error_type
+
+    @property
+    def client_status(self) -> int:
+        return self.status_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(ProxyError):
+    error_type = "invalid_request"
+    status_code = 400
+    openai_type = "invalid_request_error"
+
+
+class UnknownModel(InvalidRequest):
+    error_type = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model!r} is not served by this proxy (see GET /v1/models)")
+        self.model = model
+
+
+class CircuitOpen(ProxyError):
+    error_type = "circuit_open"
+    status_code = 503
+    openai_type = "service_unavailable_error"
+
+    def __init__(self, provider: ProviderName) -> None:
+        super().__init__(f"{provider} is unavailable (circuit open); try again later")
+        self.provider = provider
+
+
+class DeadlineExceeded(ProxyError):
+    error_type = "deadline_exceeded"
+    status_code = 504
+    openai_type = "timeout_error"
+
+    def __init__(self, deadline_s: float) -> None:
+        super().__init__(f"no answer within the request deadline of {deadline_s:g}s")
+        self.deadline_s = deadline_s
+
+
+class ClientDisconnected(ProxyError):
+    error_type = "cancelled"
+    status_code = 499  # nginx's "client closed request": only ever seen in spans and logs
+    openai_type = "cancelled"
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection before the answer was ready")
+
+
+class UpstreamError(ProxyError):
+    """The provider did not give a usable answer."""
+
+    status_code = 502
+    openai_type = "upstream_error"
+    outcome: ClassVar[AttemptOutcome] = "server_error"
+    retry_reason: ClassVar[RetryReason | None] = None
+
+    def __init__(self, provider: ProviderName, message: str) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+
+    @property
+    def retryable(self) -> bool:
+        return self.retry_reason is not None
+
+    @property
+    def retry_after_s(self) -> float | None:
+        return None
+
+    @property
+    def fallback_eligible(self) -> bool:
+        """Whether another provider might do better (not when the request itself is bad)."""
+        return True
+
+
+class UpstreamTimeout(UpstreamError):
+    error_type = "timeout"
+    status_code = 504
+    openai_type = "timeout_error"
+    outcome = "timeout"
+    retry_reason = "timeout"
+
+
+class UpstreamConnectError(UpstreamError):
+    error_type = "connect_error"
+    outcome = "connect_error"
+    retry_reason = "connect"
+
+
+class UpstreamRateLimited(UpstreamError):
+    error_type = "rate_limited"
+    outcome = "rate_limited"
+    retry_reason = "rate_limit"
+
+    def __init__(self, provider: ProviderName, retry_after_s: float | None) -> None:
+        hint = f" (Retry-After {retry_after_s:g}s)" if retry_after_s is not None else ""
+        super().__init__(provider, f"rate limited{hint}")
+        self._retry_after_s = retry_after_s
+
+    @property
+    def retry_after_s(self) -> float | None:
+        return self._retry_after_s
+
+
+class UpstreamServerError(UpstreamError):
+    error_type = "server_error"
+    outcome = "server_error"
+    retry_reason = "server_error"
+
+    def __init__(self, provider: ProviderName, status: int, detail: str | None = None) -> None:
+        super().__init__(provider, detail or f"upstream answered HTTP {status}")
+        self.upstream_status = status
+
+
+class UpstreamRejected(UpstreamError):
+    """A 4xx other than 429: retrying the same request cannot help."""
+
+    error_type = "rejected"
+    outcome = "rejected"
+    # Statuses that describe the client's request; anything else (401, 403, …) is the
+    # proxy's own configuration problem and answered as a bad gateway.
+    PASSED_ON: ClassVar[frozenset[int]] = frozenset({400, 404, 413, 422})
+
+    def __init__(self, provider: ProviderName, status: int, detail: str) -> None:
+        super().__init__(provider, f"upstream refused the request (HTTP {status}): {detail}")
+        self.upstream_status = status
+
+    @property
+    def client_status(self) -> int:
+        return self.upstream_status if self.upstream_status in self.PASSED_ON else 502
+
+    @property
+    def fallback_eligible(self) -> bool:
+        return self.client_status == 502
+
+
+class UpstreamMalformed(UpstreamError):
+    """Not retried: a 200 was (probably) billed, and a broken shape rarely heals."""
+
+    error_type = "malformed_response"
+    outcome = "malformed"
+
+
+def openai_error_body(exc: ProxyError) -> dict[str, dict[str, str | None]]:
+    return {
+        "error": {
+            "message": exc.message,
+            "type": exc.openai_type,
+            "code": exc.code,
+            "param": None,
+        }
+    }

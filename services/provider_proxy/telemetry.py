@@ -1,0 +1,255 @@
+"""The proxy's spans and metrics (DESIGN §6); the names come from semconv and names.py.
+
+Span tree of one request::
+
+    POST /v1/chat/completions        SERVER  (FastAPI instrumentation)
+     └── chat {model}                CLIENT  one per logical call (primary, fallback)
+          └── attempt {n}            INTERNAL  one per upstream attempt
+               └── POST              CLIENT  (httpx instrumentation)
+
+`exai.provider.retries`, `exai.provider.fallback` and `exai.provider.circuit_state`
+go on the request (server) span, where the collector's tail sampling looks; the
+`chat` spans carry their own retries and circuit state too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
+    create_gen_ai_client_operation_duration,
+    create_gen_ai_client_token_usage,
+)
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from exai_telemetry import names
+from provider_proxy.adapters import ProviderAdapter
+from provider_proxy.completions import ResponseMeta
+from provider_proxy.errors import ProxyError
+from provider_proxy.types import (
+    AttemptOutcome,
+    CircuitStateName,
+    JsonObject,
+    ProviderName,
+    RetryReason,
+)
+
+CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
+CANCELLED = "cancelled"
+Outcome = Literal["ok", "error", "cancelled"]
+
+# Request parameters worth a span attribute (never message content).
+_REQUEST_PARAMS: dict[str, str] = {
+    "max_tokens": gen_ai.GEN_AI_REQUEST_MAX_TOKENS,
+    "temperature": gen_ai.GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": gen_ai.GEN_AI_REQUEST_TOP_P,
+}
+
+
+class ProxyMetrics:
+    def __init__(
+        self, meter: Meter, circuit_states: Callable[[], Mapping[ProviderName, CircuitStateName]]
+    ) -> None:
+        self._circuit_states = circuit_states
+        self.token_usage = create_gen_ai_client_token_usage(meter)
+        self.duration = create_gen_ai_client_operation_duration(meter)
+        self.tokens = meter.create_counter(
+            names.M_PROVIDER_TOKENS, unit="{token}", description="Tokens by provider and type."
+        )
+        self.cost = meter.create_counter(
+            names.M_PROVIDER_COST, unit="USD", description="Provider cost from the price table."
+        )
+        self.retries = meter.create_counter(
+            names.M_PROVIDER_RETRIES, unit="{retry}", description="Upstream retries by reason."
+        )
+        self.requests = meter.create_counter(
+            names.M_PROVIDER_REQUESTS,
+            unit="{request}",
+            description="Logical provider calls by outcome.",
+        )
+        meter.create_observable_gauge(
+            names.M_PROVIDER_CIRCUIT_STATE,
+            callbacks=[self._observe_circuits],
+            unit="1",
+            description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        )
+
+    def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        for provider, state in self._circuit_states().items():
+            yield Observation(
+                names.CIRCUIT_STATE_VALUES[state], {gen_ai.GEN_AI_PROVIDER_NAME: provider}
+            )
+
+
+class ChatCall:
+    """One logical call to one provider: its `chat {model}` span and its metrics.
+
+    Started in the request's context; finished exactly once by :meth:`succeed`,
+    :meth:`fail` or :meth:`cancel` — possibly later, from the streaming response.
+    """
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        metrics: ProxyMetrics,
+        adapter: ProviderAdapter,
+        model: str,
+        model_label: str,
+        circuit_state: CircuitStateName,
+        body: JsonObject,
+    ) -> None:
+        self.provider = adapter.name
+        self.model = model
+        self._metrics = metrics
+        self._tracer = tracer
+        self._labels: dict[str, AttributeValue] = {
+            gen_ai.GEN_AI_OPERATION_NAME: CHAT,
+            gen_ai.GEN_AI_PROVIDER_NAME: adapter.name,
+            gen_ai.GEN_AI_REQUEST_MODEL: model_label,
+        }
+        attributes: dict[str, AttributeValue] = {
+            gen_ai.GEN_AI_OPERATION_NAME: CHAT,
+            gen_ai.GEN_AI_PROVIDER_NAME: adapter.name,
+            gen_ai.GEN_AI_REQUEST_MODEL: model,
+            gen_ai.GEN_AI_REQUEST_STREAM: bool(body.get("stream")),
+            SERVER_ADDRESS: adapter.endpoint.address,
+            SERVER_PORT: adapter.endpoint.port,
+            names.CIRCUIT_STATE: circuit_state,
+        }
+        for key, attribute in _REQUEST_PARAMS.items():
+            value = body.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                attributes[attribute] = value
+        self.span = tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
+        self.context: Context = trace.set_span_in_context(self.span, otel_context.get_current())
+        self.retries = 0
+        self._started = time.perf_counter()
+        self._finished = False
+
+    def start_attempt(self, number: int) -> Span:
+        return self._tracer.start_span(
+            f"attempt {number}",
+            context=self.context,
+            kind=SpanKind.INTERNAL,
+            attributes={names.PROVIDER_ATTEMPT: number},
+        )
+
+    def note_retry(self, reason: RetryReason) -> None:
+        self.retries += 1
+        self._metrics.retries.add(1, {**self._labels, names.RETRY_REASON: reason})
+
+    def succeed(self, meta: ResponseMeta, cost_usd: float | None) -> None:
+        if self._finished:
+            return
+        span = self.span
+        usage = meta.usage
+        if span.is_recording():
+            span.set_attribute(names.PROVIDER_RETRIES, self.retries)
+            if meta.response_model:
+                span.set_attribute(gen_ai.GEN_AI_RESPONSE_MODEL, meta.response_model)
+            if meta.response_id:
+                span.set_attribute(gen_ai.GEN_AI_RESPONSE_ID, meta.response_id)
+            span.set_attribute(gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, meta.finish_reasons)
+            if usage is not None:
+                span.set_attribute(gen_ai.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens)
+                span.set_attribute(gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens)
+                span.set_attribute(gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cached_tokens)
+                span.set_attribute(names.CACHED_TOKENS, usage.cached_tokens)
+            if cost_usd is not None:
+                span.set_attribute(names.COST_USD, cost_usd)
+        self._end("ok", None)
+        labels = self._labels
+        if usage is not None:
+            for token_type, count in (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+            ):
+                self._metrics.token_usage.record(
+                    count, {**labels, gen_ai.GEN_AI_TOKEN_TYPE: token_type}
+                )
+            for token_type, count in (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cached", usage.cached_tokens),
+            ):
+                self._metrics.tokens.add(count, {**labels, names.TOKEN_TYPE: token_type})
+        if cost_usd is not None:
+            self._metrics.cost.add(cost_usd, labels)
+
+    def fail(self, exc: ProxyError) -> None:
+        self._fail(exc.error_type, str(exc), "error")
+
+    def cancel(self) -> None:
+        self._fail(CANCELLED, "the client went away", "cancelled")
+
+    def _fail(self, error_type: str, message: str, outcome: Outcome) -> None:
+        if self._finished:
+            return
+        if self.span.is_recording():
+            self.span.set_attribute(names.PROVIDER_RETRIES, self.retries)
+            self.span.set_attribute(ERROR_TYPE, error_type)
+            self.span.set_status(Status(StatusCode.ERROR, message))
+        self._end(outcome, error_type)
+
+    def _end(self, outcome: Outcome, error_type: str | None) -> None:
+        self._finished = True
+        self.span.end()
+        labels = dict(self._labels)
+        if error_type is not None:
+            labels[ERROR_TYPE] = error_type
+        self._metrics.duration.record(time.perf_counter() - self._started, labels)
+        self._metrics.requests.add(1, {**labels, names.OUTCOME: outcome})
+
+
+def end_attempt(
+    span: Span, outcome: AttemptOutcome | Literal["cancelled", "error"], error: ProxyError | None
+) -> None:
+    """`outcome` beyond the provider's answers: `cancelled` (the client left) and
+    `error` (a bug in the proxy)."""
+    if span.is_recording():
+        span.set_attribute(names.ATTEMPT_OUTCOME, outcome)
+        if error is not None:
+            span.set_attribute(ERROR_TYPE, error.error_type)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+        elif outcome == CANCELLED:
+            span.set_attribute(ERROR_TYPE, CANCELLED)
+        elif outcome == "error":
+            span.set_attribute(ERROR_TYPE, ProxyError.error_type)
+            span.set_status(Status(StatusCode.ERROR, "internal error"))
+    span.end()
+
+
+class RequestSummary:
+    """What the request span says about resilience; set at once, so even a refused or
+    cancelled request shows `retries=0`, `fallback=false`."""
+
+    def __init__(self, circuit_state: CircuitStateName) -> None:
+        self.span = trace.get_current_span()
+        self.retries = 0
+        self.fallback = False
+        if self.span.is_recording():
+            self.span.set_attribute(names.CIRCUIT_STATE, circuit_state)
+        self.update()
+
+    def add(self, call: ChatCall) -> None:
+        self.retries += call.retries
+        self.update()
+
+    def mark_fallback(self) -> None:
+        self.fallback = True
+        self.update()
+
+    def update(self) -> None:
+        if self.span.is_recording():
+            self.span.set_attribute(names.PROVIDER_RETRIES, self.retries)
+            self.span.set_attribute(names.PROVIDER_FALLBACK, self.fallback)

@@ -1,0 +1,286 @@
+"""Talking to one provider: attempts, retries and its circuit breaker.
+
+An :class:`Upstream` owns the provider's adapter, HTTP client and breaker. One
+logical call (:class:`~provider_proxy.telemetry.ChatCall`) makes up to
+`EXAI_RETRY_MAX_ATTEMPTS` attempts, each its own span; httpx errors are translated
+into :mod:`provider_proxy.errors` here, at the boundary. Streams are retried only
+until their first event has arrived — nothing has reached the client before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+import httpx
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from provider_proxy.adapters import CHAT_PATH, ProviderAdapter
+from provider_proxy.circuit import CircuitBreaker
+from provider_proxy.completions import ResponseMeta, parse_chunk, parse_completion
+from provider_proxy.deadline import Deadline
+from provider_proxy.errors import (
+    CircuitOpen,
+    DeadlineExceeded,
+    ProxyError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamServerError,
+    UpstreamTimeout,
+)
+from provider_proxy.retry import Jitter, RetryPolicy, parse_retry_after
+from provider_proxy.sse import DONE, SseDecoder
+from provider_proxy.telemetry import ChatCall, end_attempt
+from provider_proxy.types import JsonObject, ProviderName
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ERROR_DETAIL_CHARS = 200
+
+
+class UpstreamStream:
+    """A provider's SSE stream after its first event: the rest, chunk by chunk."""
+
+    def __init__(self, upstream: Upstream, response: httpx.Response, attempt_span: Span) -> None:
+        self.upstream = upstream
+        self.attempt_span = attempt_span
+        self.first: JsonObject = {}
+        self._response = response
+        self._lines = response.aiter_lines()
+        self._decoder = SseDecoder()
+
+    async def prime(self, deadline: Deadline) -> None:
+        """Wait for the first event: until it is here, the attempt may still fail over."""
+        first = await self.next_chunk(deadline)
+        if first is None:
+            raise UpstreamMalformed(self.upstream.name, "stream ended without any event")
+        self.first = first
+
+    async def next_chunk(self, deadline: Deadline) -> JsonObject | None:
+        """The next chunk, or None at `[DONE]` / end of stream."""
+        provider = self.upstream.name
+        try:
+            async with deadline.guard():
+                while True:
+                    line = await anext(self._lines, None)
+                    data = self._decoder.flush() if line is None else self._decoder.feed(line)
+                    if data is None:
+                        if line is None:
+                            return None
+                        continue
+                    if data.strip() == DONE:
+                        return None
+                    return parse_chunk(data, provider)
+        except httpx.HTTPError as exc:
+            raise translate(exc, provider) from exc
+
+    async def aclose(self) -> None:
+        # Shielded: this runs when the client has gone and the task is being cancelled;
+        # the upstream connection must still be closed.
+        with anyio.CancelScope(shield=True):
+            await self._response.aclose()
+
+
+class Upstream:
+    def __init__(
+        self,
+        adapter: ProviderAdapter,
+        client: httpx.AsyncClient,
+        breaker: CircuitBreaker,
+        policy: RetryPolicy,
+        max_body_bytes: int,
+        jitter: Jitter = random.uniform,
+    ) -> None:
+        self.adapter = adapter
+        self.client = client
+        self.breaker = breaker
+        self.policy = policy
+        self.max_body_bytes = max_body_bytes
+        self._jitter = jitter
+
+    @property
+    def name(self) -> ProviderName:
+        return self.adapter.name
+
+    async def complete(
+        self, call: ChatCall, payload: JsonObject, deadline: Deadline
+    ) -> tuple[JsonObject, ResponseMeta]:
+        async def attempt(span: Span) -> tuple[JsonObject, ResponseMeta]:
+            response = await self._send(payload, deadline)
+            try:
+                raw = await self._read(response, deadline)
+            finally:
+                await response.aclose()
+            self._check_status(response, raw)
+            return parse_completion(raw, self.name)
+
+        return await self._with_retries(call, deadline, attempt, end_on_success=True)
+
+    async def open_stream(
+        self, call: ChatCall, payload: JsonObject, deadline: Deadline
+    ) -> UpstreamStream:
+        """The provider's stream once its first event has arrived (the attempt span
+        stays open until the stream is closed)."""
+
+        async def attempt(span: Span) -> UpstreamStream:
+            response = await self._send(payload, deadline)
+            try:
+                if response.status_code != 200:
+                    self._check_status(response, await self._read(response, deadline))
+                stream = UpstreamStream(self, response, span)
+                await stream.prime(deadline)
+                return stream
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                raise
+
+        return await self._with_retries(call, deadline, attempt, end_on_success=False)
+
+    async def _with_retries(
+        self,
+        call: ChatCall,
+        deadline: Deadline,
+        attempt: Callable[[Span], Awaitable[T]],
+        *,
+        end_on_success: bool,
+    ) -> T:
+        number = 0
+        while True:
+            number += 1
+            admission = self.breaker.allow()
+            if not admission:
+                raise CircuitOpen(self.name)
+            span = call.start_attempt(number)
+            try:
+                with trace.use_span(
+                    span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+                ):
+                    result = await attempt(span)
+            except UpstreamError as exc:
+                end_attempt(span, exc.outcome, exc)
+                self._verdict(exc)
+                delay = self.policy.next_delay(number, exc, deadline.remaining(), self._jitter)
+                if delay is None or exc.retry_reason is None or self.breaker.state == "open":
+                    raise
+                logger.info(
+                    "%s attempt %d failed (%s); retrying in %.2fs",
+                    self.name,
+                    number,
+                    exc.error_type,
+                    delay,
+                )
+                call.note_retry(exc.retry_reason)
+                await asyncio.sleep(delay)
+            except DeadlineExceeded as exc:
+                end_attempt(span, "timeout", exc)
+                self._verdict(exc)
+                raise
+            except BaseException as exc:
+                # The client left, or a bug: no verdict on the provider either way.
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                end_attempt(span, "cancelled" if cancelled else "error", None)
+                self.breaker.release(admission)
+                raise
+            else:
+                self.breaker.record_success()
+                if end_on_success:
+                    end_attempt(span, "ok", None)
+                return result
+
+    def _verdict(self, exc: ProxyError) -> None:
+        if isinstance(exc, UpstreamRejected):
+            # The provider is up and answering; the request was the problem.
+            self.breaker.record_success()
+            return
+        before = self.breaker.state
+        self.breaker.record_failure()
+        if self.breaker.state == "open" and before != "open":
+            logger.warning(
+                "%s circuit opened after %d consecutive failures (last: %s)",
+                self.name,
+                self.breaker.consecutive_failures,
+                exc.error_type,
+            )
+
+    async def _send(self, payload: JsonObject, deadline: Deadline) -> httpx.Response:
+        timeouts = self.adapter.timeouts
+        remaining = max(deadline.remaining(), 0.001)
+        request = self.client.build_request(
+            "POST",
+            CHAT_PATH,
+            json=payload,
+            timeout=httpx.Timeout(
+                connect=min(timeouts.connect_s, remaining),
+                read=min(timeouts.read_s, remaining),
+                write=min(timeouts.read_s, remaining),
+                pool=min(timeouts.connect_s, remaining),
+            ),
+        )
+        try:
+            async with deadline.guard():
+                return await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
+
+    async def _read(self, response: httpx.Response, deadline: Deadline) -> bytes:
+        """The whole body, refusing more than `max_body_bytes`."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with deadline.guard():
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        raise UpstreamMalformed(
+                            self.name, f"response larger than {self.max_body_bytes} bytes"
+                        )
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.name) from exc
+        return b"".join(chunks)
+
+    def _check_status(self, response: httpx.Response, raw: bytes) -> None:
+        status = response.status_code
+        name = self.name
+        if status == 200:
+            return
+        if status == 429:
+            raise UpstreamRateLimited(name, parse_retry_after(response.headers.get("retry-after")))
+        if status >= 500:
+            raise UpstreamServerError(name, status)
+        if status >= 400:
+            raise UpstreamRejected(name, status, error_detail(raw))
+        raise UpstreamMalformed(name, f"unexpected HTTP {status}")
+
+
+def translate(exc: httpx.HTTPError, name: ProviderName) -> UpstreamError:
+    """An httpx error as the proxy's own (the caller chains it with `from`)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(name, f"{type(exc).__name__} talking to the provider")
+    if isinstance(exc, httpx.DecodingError):
+        return UpstreamMalformed(name, "response could not be decoded")
+    return UpstreamConnectError(name, f"{type(exc).__name__} talking to the provider")
+
+
+def error_detail(raw: bytes) -> str:
+    """The provider's error message (OpenAI shape `{"error": {"message"}}`), shortened."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "no detail"
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message:
+        return "no detail"
+    return message[:ERROR_DETAIL_CHARS]

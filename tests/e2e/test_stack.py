@@ -1,0 +1,301 @@
+"""End-to-end: the no-Docker stack with the repo's own collector, Prometheus,
+Alertmanager and Jaeger configs, driven through the gateway like a user would
+(issue 3, "End-to-end tests")."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import GLM_KEY, KIMI_KEY
+from tests.e2e.helpers import (
+    PROXY,
+    AlertWebhook,
+    CallResult,
+    GatewaySession,
+    Jaeger,
+    Prometheus,
+    Simulator,
+    eventually,
+    parent_of,
+    span_services,
+    span_tags,
+)
+from tests.support.stack import RunningStack
+
+pytestmark = pytest.mark.e2e
+
+KIMI_MODEL = "kimi-k2-0905-preview"
+GLM_MODEL = "glm-4.5"
+TOKEN_MODEL = "moonshot-v1-8k"  # used only by the token-accounting test
+CHAT_SPAN = 'span_name="ws call_tool chat",service_name="ws-gateway"'
+
+
+@dataclass
+class Ledger:
+    """Every chat call the tests sent through the gateway, by outcome."""
+
+    ok: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    slow: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.ok) + len(self.failed) + len(self.slow)
+
+    def record(self, result: CallResult, *, slow: bool = False) -> None:
+        (self.slow if slow else self.ok if result.ok else self.failed).append(result.correlation_id)
+
+
+LEDGER = Ledger()
+
+
+async def _chat(stack: RunningStack, n: int, model: str, **extra: object) -> list[CallResult]:
+    results = []
+    async with GatewaySession.open(stack.ws_token) as session:
+        for i in range(n):
+            result = await session.call(
+                "chat", {"prompt": f"e2e question {i}", "model": model, **extra}
+            )
+            results.append(result)
+    return results
+
+
+async def test_a_request_is_found_in_jaeger_by_its_correlation_id_across_all_services(
+    stack: RunningStack,
+) -> None:
+    simulator, jaeger = Simulator(), Jaeger()
+    # Over the tail-sampling latency threshold (2 s), so the 10% baseline cannot drop it.
+    simulator.http.post("/admin/latency", json={"ms": 2500}).raise_for_status()
+    correlation_id = f"e2e-follow-{uuid.uuid4()}"
+    try:
+        async with GatewaySession.open(stack.ws_token) as session:
+            result = await session.call(
+                "chat",
+                {
+                    "prompt": "follow me",
+                    "model": KIMI_MODEL,
+                    "continuation_id": f"conv-{uuid.uuid4().hex[:12]}",
+                },
+                correlation_id,
+            )
+    finally:
+        simulator.http.post("/admin/latency", json={"ms": 0}).raise_for_status()
+    LEDGER.record(result, slow=True)
+    assert result.ok, result.frame
+    assert result.frame["correlation_id"] == correlation_id
+
+    def complete_trace() -> dict | None:
+        traces = jaeger.traces_by_correlation_id(correlation_id)
+        if len(traces) != 1:
+            return None
+        services = set(span_services(traces[0]).values())
+        wanted = {"ws-gateway", "provider-proxy", "storage-adapter", "llm-simulator"}
+        return traces[0] if wanted <= services else None
+
+    trace = eventually(complete_trace, timeout_s=60)
+    assert trace["traceID"] == result.frame["trace_id"]
+    service_of = span_services(trace)
+    spans = {s["spanID"]: s for s in trace["spans"]}
+    roots = [s for s in trace["spans"] if parent_of(s) is None]
+    assert [r["operationName"] for r in roots] == ["ws call_tool chat"]
+    assert service_of[roots[0]["spanID"]] == "ws-gateway"
+    for span in trace["spans"]:
+        assert span_tags(span).get("exai.correlation_id") == correlation_id, span["operationName"]
+        parent = parent_of(span)
+        assert parent is None or parent in spans, f"{span['operationName']} has a missing parent"
+
+    def server_spans(service: str) -> list[dict]:
+        return [
+            s
+            for s in trace["spans"]
+            if service_of[s["spanID"]] == service and span_tags(s).get("span.kind") == "server"
+        ]
+
+    # Each hop's server span is the child of the calling service's client span.
+    for callee, caller in (
+        ("provider-proxy", "ws-gateway"),
+        ("storage-adapter", "ws-gateway"),
+        ("llm-simulator", "provider-proxy"),
+    ):
+        assert server_spans(callee), f"no server span from {callee}"
+        for span in server_spans(callee):
+            parent = spans[parent_of(span)]
+            assert service_of[parent["spanID"]] == caller
+            assert span_tags(parent).get("span.kind") == "client"
+
+
+async def test_span_metrics_count_every_call_before_sampling_and_exemplars_resolve(
+    stack: RunningStack,
+) -> None:
+    simulator, prometheus, jaeger = Simulator(), Prometheus(), Jaeger()
+    for result in await _chat(stack, 100, KIMI_MODEL):
+        LEDGER.record(result)
+    simulator.set_fault("error_500", 1.0, provider="glm")
+    try:
+        for result in await _chat(stack, 10, GLM_MODEL):
+            LEDGER.record(result)
+    finally:
+        simulator.clear_faults()
+    assert len(LEDGER.failed) == 10, "every GLM call under error_500 must fail"
+    assert len(LEDGER.ok) == 100
+
+    expected_total = LEDGER.total
+    eventually(
+        lambda: (
+            prometheus.scalar(f"sum(traces_span_metrics_calls_total{{{CHAT_SPAN}}})")
+            == expected_total
+        ),
+        timeout_s=90,
+    )
+    errors = prometheus.scalar(
+        f'sum(traces_span_metrics_calls_total{{{CHAT_SPAN},status_code="STATUS_CODE_ERROR"}})'
+    )
+    assert errors == len(LEDGER.failed)
+    # The gateway's own counter agrees with the span metrics.
+    assert prometheus.scalar('sum(exai_gateway_calls_total{exai_tool="chat"})') == expected_total
+
+    # Exemplars on the span metrics point at traces that were kept (error traces always are).
+    def resolvable_exemplars() -> list[str] | None:
+        series = prometheus.exemplars(
+            f'traces_span_metrics_duration_seconds_bucket{{{CHAT_SPAN},status_code="STATUS_CODE_ERROR"}}'
+        )
+        trace_ids = {e["labels"]["trace_id"] for s in series for e in s["exemplars"]}
+        if not trace_ids:
+            return None
+        stored = [t for t in trace_ids if jaeger.trace(t) is not None]
+        return stored if len(stored) == len(trace_ids) else None
+
+    assert eventually(resolvable_exemplars, timeout_s=60)
+
+
+def test_token_metrics_match_the_usage_the_provider_reported(stack: RunningStack) -> None:
+    client = openai.OpenAI(base_url=f"{PROXY}/v1", api_key="unused-by-proxy", max_retries=0)
+    prompt_tokens = completion_tokens = cached_tokens = 0
+    for i in range(5):
+        completion = client.chat.completions.create(
+            model=TOKEN_MODEL,
+            messages=[
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": f"count my tokens {i}"},
+            ],
+        )
+        assert completion.usage is not None
+        prompt_tokens += completion.usage.prompt_tokens
+        completion_tokens += completion.usage.completion_tokens
+        raw = completion.usage.model_dump()
+        cached_tokens += int(raw.get("cached_tokens") or 0)
+    client.close()
+    prometheus = Prometheus()
+    selector = f'gen_ai_request_model="{TOKEN_MODEL}"'
+
+    def tokens(kind: str) -> float | None:
+        return prometheus.scalar(
+            f'sum(exai_provider_tokens_total{{{selector},exai_token_type="{kind}"}})'
+        )
+
+    eventually(lambda: tokens("output") == completion_tokens, timeout_s=60)
+    assert tokens("input") == prompt_tokens
+    assert (tokens("cached") or 0) == cached_tokens
+    histogram_input = prometheus.scalar(
+        f'sum(gen_ai_client_token_usage_sum{{{selector},gen_ai_token_type="input"}})'
+    )
+    assert histogram_input == prompt_tokens
+
+
+def test_tail_sampling_keeps_every_failure_and_a_share_of_the_rest(stack: RunningStack) -> None:
+    assert LEDGER.failed, "runs after the span-metrics test, which produces failures"
+    jaeger = Jaeger()
+
+    def kept_correlation_ids() -> set[str]:
+        kept = set()
+        for trace in jaeger.all_traces("ws-gateway"):
+            for span in trace["spans"]:
+                correlation_id = span_tags(span).get("exai.correlation_id")
+                if correlation_id:
+                    kept.add(correlation_id)
+        return kept
+
+    eventually(lambda: set(LEDGER.failed) <= kept_correlation_ids(), timeout_s=60)
+    time.sleep(8)  # every decision has been taken (decision_wait is 4 s)
+    kept = kept_correlation_ids()
+    assert set(LEDGER.failed) <= kept
+    kept_ok = len(set(LEDGER.ok) & kept)
+    # 100 fast successful calls at 10%: binomial mean 10, sd 3.
+    assert 1 <= kept_ok <= 25, f"kept {kept_ok} of {len(LEDGER.ok)} ordinary traces"
+
+
+def test_no_key_or_token_is_stored_in_any_span(stack: RunningStack) -> None:
+    jaeger = Jaeger()
+    services = jaeger.services()
+    assert {"ws-gateway", "provider-proxy", "storage-adapter", "llm-simulator"} <= set(services)
+    dump = json.dumps([jaeger.all_traces(s) for s in services])
+    for secret in (KIMI_KEY, GLM_KEY, stack.ws_token):
+        assert secret not in dump
+    assert "Bearer " not in dump
+
+
+def _drive_provider_traffic(stop: threading.Event, outcomes: Counter[str]) -> None:
+    with httpx.Client(base_url=PROXY, timeout=10) as http:
+        while not stop.is_set():
+            response = http.post(
+                "/v1/chat/completions",
+                json={"model": KIMI_MODEL, "messages": [{"role": "user", "content": "ping"}]},
+            )
+            outcomes[str(response.status_code)] += 1
+            stop.wait(0.25)
+
+
+def test_provider_failure_pages_through_alertmanager_and_resolves(
+    stack: RunningStack, webhook: AlertWebhook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulator = Simulator()
+    names = {"ProviderCircuitOpen", "ProviderErrorRatioHigh"}
+    stop, outcomes = threading.Event(), Counter[str]()
+    driver = threading.Thread(target=_drive_provider_traffic, args=(stop, outcomes), daemon=True)
+    fault_at = time.monotonic()
+    simulator.set_fault("error_500", 1.0, provider="kimi")
+    driver.start()
+    try:
+        firing = eventually(
+            lambda: [
+                (t, a)
+                for t, a in webhook.alerts("firing", fault_at, names)
+                if a["labels"].get("gen_ai_provider_name") == "kimi"
+            ],
+            timeout_s=300,
+            every_s=2,
+        )
+        fired_after = firing[0][0] - fault_at
+        assert firing[0][1]["annotations"]["runbook_url"]
+        cleared_at = time.monotonic()
+        simulator.clear_faults()
+        fired_names = {a["labels"]["alertname"] for _, a in firing}
+        resolved = eventually(
+            lambda: [
+                (t, a)
+                for t, a in webhook.alerts("resolved", cleared_at, fired_names)
+                if a["labels"].get("gen_ai_provider_name") == "kimi"
+            ],
+            timeout_s=360,
+            every_s=2,
+        )
+        resolved_after = resolved[0][0] - cleared_at
+    finally:
+        stop.set()
+        simulator.clear_faults()
+        driver.join(15)
+    assert outcomes["200"] > 0 and (outcomes["502"] + outcomes["503"]) > 0
+    with capsys.disabled():
+        print(
+            f"\n[e2e] provider fault → webhook delivery: {fired_after:.0f}s "
+            f"({sorted(fired_names)}); fault cleared → resolved: {resolved_after:.0f}s"
+        )

@@ -1,0 +1,21 @@
+"""Settings tests read the environment: start each from a clean one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from provider_proxy.settings import ProxySettings
+
+
+@pytest.fixture(autouse=True)
+def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = {
+        str(field.validation_alias)
+        for field in ProxySettings.model_fields.values()
+        if field.validation_alias
+    }
+    for name in names & set(os.environ):
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(os.path.dirname(__file__))  # no stray .env file

@@ -1,0 +1,108 @@
+"""Provider adapters: where requests go, with which key, in which dialect."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from provider_proxy.adapters import (
+    PLACEHOLDER_KEY,
+    GlmAdapter,
+    KimiAdapter,
+    build_adapters,
+    startup_note,
+)
+from provider_proxy.settings import ProxySettings
+
+KEY = "sk-kimi-test-0123456789"
+
+
+def test_without_keys_both_providers_use_the_simulator_with_a_placeholder() -> None:
+    adapters = build_adapters(ProxySettings())
+    assert adapters["kimi"].endpoint.base_url == "http://127.0.0.1:8099/v1"
+    assert adapters["glm"].endpoint.base_url == "http://127.0.0.1:8099/api/paas/v4"
+    for adapter in adapters.values():
+        assert adapter.endpoint.simulated
+        assert adapter.headers() == {"Authorization": f"Bearer {PLACEHOLDER_KEY}"}
+        note = startup_note(adapter)
+        assert note is not None and "\n" not in note
+        assert adapter.endpoint.base_url in note
+        assert f"{adapter.name.upper()}_API_KEY" in note
+
+
+def test_with_a_key_the_real_api_is_the_default() -> None:
+    adapters = build_adapters(ProxySettings(kimi_api_key=SecretStr(KEY)))
+    kimi = adapters["kimi"]
+    assert kimi.endpoint.base_url == "https://api.moonshot.ai/v1"
+    assert kimi.headers() == {"Authorization": f"Bearer {KEY}"}
+    assert not kimi.endpoint.simulated
+    assert startup_note(kimi) is None
+    assert (kimi.endpoint.address, kimi.endpoint.port) == ("api.moonshot.ai", 443)
+    assert adapters["glm"].endpoint.simulated
+
+
+def test_base_url_and_timeouts_are_per_provider() -> None:
+    settings = ProxySettings(
+        glm_api_key=SecretStr(KEY),
+        glm_base_url="http://glm.internal:9000/api/paas/v4/",
+        glm_read_timeout_s=7,
+        glm_deadline_s=9,
+    )
+    glm = build_adapters(settings)["glm"]
+    assert glm.endpoint.base_url == "http://glm.internal:9000/api/paas/v4"
+    assert (glm.endpoint.address, glm.endpoint.port) == ("glm.internal", 9000)
+    assert (glm.timeouts.read_s, glm.timeouts.deadline_s) == (7, 9)
+
+
+def adapter(cls: type[KimiAdapter] | type[GlmAdapter]) -> KimiAdapter | GlmAdapter:
+    return build_adapters(ProxySettings())[cls.name]  # type: ignore[return-value]
+
+
+def body(**extra: object) -> dict[str, object]:
+    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+@pytest.mark.parametrize("cls", [KimiAdapter, GlmAdapter])
+def test_max_completion_tokens_becomes_max_tokens(cls: type[KimiAdapter]) -> None:
+    payload = adapter(cls).prepare(body(max_completion_tokens=64), "model-x")
+    assert payload["max_tokens"] == 64
+    assert "max_completion_tokens" not in payload
+    assert payload["model"] == "model-x"
+
+
+@pytest.mark.parametrize("cls", [KimiAdapter, GlmAdapter])
+def test_developer_role_becomes_system(cls: type[KimiAdapter]) -> None:
+    original = body(messages=[{"role": "developer", "content": "be brief"}])
+    payload = adapter(cls).prepare(original, "m")
+    assert payload["messages"][0]["role"] == "system"  # type: ignore[index]
+    assert original["messages"][0]["role"] == "developer"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("given", "sent"), [(0, 0.01), (0.5, 0.5), (1.7, 1.0)])
+def test_glm_clamps_temperature_into_its_range(given: float, sent: float) -> None:
+    assert adapter(GlmAdapter).prepare(body(temperature=given), "m")["temperature"] == sent
+
+
+def test_glm_gets_no_stream_options() -> None:
+    payload = adapter(GlmAdapter).prepare(
+        body(stream=True, stream_options={"include_usage": True}), "m"
+    )
+    assert "stream_options" not in payload
+
+
+@pytest.mark.parametrize(("given", "sent"), [(0, 0.0), (1.5, 1.0)])
+def test_kimi_clamps_temperature_to_one(given: float, sent: float) -> None:
+    assert adapter(KimiAdapter).prepare(body(temperature=given), "m")["temperature"] == sent
+
+
+def test_kimi_streams_always_ask_for_usage() -> None:
+    payload = adapter(KimiAdapter).prepare(body(stream=True), "m")
+    assert payload["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in adapter(KimiAdapter).prepare(body(), "m")
+
+
+def test_unrelated_fields_pass_through() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    payload = adapter(KimiAdapter).prepare(body(tools=tools, seed=3), "m")
+    assert payload["tools"] == tools
+    assert payload["seed"] == 3
