@@ -22,8 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from exai_telemetry.correlation import (
     CORRELATION_ATTRIBUTE,
     CORRELATION_HEADER,
-    new_correlation_id,
     current_correlation_id,
+    new_correlation_id,
     normalize_correlation_id,
     with_correlation_id,
 )
