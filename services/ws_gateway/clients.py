@@ -1,0 +1,295 @@
+"""HTTP clients for provider-proxy and storage-adapter.
+
+Each is one pooled ``httpx.AsyncClient`` instrumented with the gateway's own providers:
+the request spans are children of the current call span, and the instrumentation
+injects ``traceparent`` + ``baggage`` (the correlation ID rides in baggage). A request
+hook adds ``X-Correlation-ID`` for services and humans that read the header.
+
+httpx errors never leave this module: they become :class:`ProviderError` or
+:class:`StorageError` with a message that names the dependency, not the content.
+Cancelling the calling task closes the in-flight request's connection, which is how a
+client's ``cancel`` reaches the upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+from exai_telemetry.correlation import correlation_headers
+from exai_telemetry.setup import Telemetry
+from ws_gateway.errors import ProviderError, StorageError
+from ws_gateway.types import JSONObject
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 100
+MAX_ERROR_DETAIL = 300
+STORAGE_WRITE_ATTEMPTS = 3
+
+ChunkSink = Callable[[str], Awaitable[None]]
+
+
+async def _add_correlation_header(request: httpx.Request) -> None:
+    request.headers.update(correlation_headers())
+
+
+def build_http_client(base_url: str, timeout_s: float, telemetry: Telemetry) -> httpx.AsyncClient:
+    client = httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
+        event_hooks={"request": [_add_correlation_header]},
+        # Internal hops never go through a proxy picked up from the environment.
+        trust_env=False,
+    )
+    HTTPXClientInstrumentor.instrument_client(
+        client,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    return client
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The `error.message` of an OpenAI-style or FastAPI-style body, shortened."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase
+    detail: object = body
+    if isinstance(body, dict):
+        error = body.get("error")
+        detail = (
+            error.get("message", error) if isinstance(error, dict) else body.get("detail", body)
+        )
+    return str(detail)[:MAX_ERROR_DETAIL]
+
+
+# --- provider-proxy -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    finish_reason: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+def _usage(raw: object) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+class ProviderClient:
+    """The OpenAI-compatible API of provider-proxy (DESIGN §4)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def complete(
+        self, model: str, messages: Sequence[JSONObject], *, temperature: float | None = None
+    ) -> Completion:
+        body = self._body(model, messages, temperature, stream=False)
+        try:
+            response = await self._http.post("/v1/chat/completions", json=body)
+        except httpx.TimeoutException as exc:
+            raise ProviderError(f"provider-proxy did not answer in time for {model}") from exc
+        except httpx.TransportError as exc:
+            raise ProviderError(f"provider-proxy unreachable: {type(exc).__name__}") from exc
+        self._check(response, model)
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            return Completion(
+                text=str(choice["message"].get("content") or ""),
+                model=str(data.get("model") or model),
+                finish_reason=choice.get("finish_reason"),
+                usage=_usage(data.get("usage")),
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise ProviderError(f"provider-proxy sent a malformed completion for {model}") from exc
+
+    async def stream(
+        self,
+        model: str,
+        messages: Sequence[JSONObject],
+        on_chunk: ChunkSink,
+        *,
+        temperature: float | None = None,
+    ) -> Completion:
+        """Stream the completion over SSE, handing each text delta to `on_chunk`."""
+        body = self._body(model, messages, temperature, stream=True)
+        parts: list[str] = []
+        state: dict[str, Any] = {"model": model, "finish_reason": None, "usage": {}}
+        try:
+            async with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    self._check(response, model)
+                async for line in response.aiter_lines():
+                    delta = self._sse_delta(line, model, state)
+                    if delta is None:
+                        break
+                    if delta:
+                        parts.append(delta)
+                        await on_chunk(delta)
+        except httpx.TimeoutException as exc:
+            raise ProviderError(f"provider-proxy stream stalled for {model}") from exc
+        except httpx.TransportError as exc:
+            raise ProviderError(f"provider-proxy stream broke: {type(exc).__name__}") from exc
+        return Completion("".join(parts), state["model"], state["finish_reason"], state["usage"])
+
+    async def models(self) -> list[JSONObject]:
+        try:
+            response = await self._http.get("/v1/models")
+        except httpx.TransportError as exc:
+            raise ProviderError(f"provider-proxy unreachable: {type(exc).__name__}") from exc
+        self._check(response, "models")
+        try:
+            data = response.json()["data"]
+            return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProviderError("provider-proxy sent a malformed model list") from exc
+
+    @staticmethod
+    def _body(
+        model: str, messages: Sequence[JSONObject], temperature: float | None, *, stream: bool
+    ) -> JSONObject:
+        body: JSONObject = {"model": model, "messages": list(messages), "stream": stream}
+        if temperature is not None:
+            body["temperature"] = temperature
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    @staticmethod
+    def _check(response: httpx.Response, what: str) -> None:
+        if response.status_code >= 400:
+            raise ProviderError(
+                f"provider-proxy answered {response.status_code} for {what}: "
+                f"{_error_detail(response)}"
+            )
+
+    @staticmethod
+    def _sse_delta(line: str, model: str, state: dict[str, Any]) -> str | None:
+        """The text delta in one SSE line ('' if none); None at `[DONE]`."""
+        if not line.startswith("data:"):
+            return ""
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return None
+        try:
+            chunk = json.loads(payload)
+        except ValueError as exc:
+            raise ProviderError(
+                f"provider-proxy sent a malformed stream chunk for {model}"
+            ) from exc
+        if not isinstance(chunk, dict):
+            raise ProviderError(f"provider-proxy sent a malformed stream chunk for {model}")
+        if "error" in chunk:
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            raise ProviderError(f"provider stream failed for {model}: {str(message)[:300]}")
+        state["model"] = chunk.get("model") or state["model"]
+        if chunk.get("usage"):
+            state["usage"] = _usage(chunk["usage"])
+        choices = chunk.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            return ""
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            state["finish_reason"] = choice["finish_reason"]
+        delta = choice.get("delta") or {}
+        content = delta.get("content") if isinstance(delta, dict) else None
+        return content if isinstance(content, str) else ""
+
+
+# --- storage-adapter ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    role: str
+    content: str
+
+
+class StorageClient:
+    """Conversations and messages in storage-adapter (DESIGN §5)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def history(self, continuation_id: str) -> list[StoredMessage] | None:
+        """The conversation's recent messages, oldest first; None if it does not exist."""
+        response = await self._request("GET", self._path(continuation_id))
+        if response.status_code == 404:
+            return None
+        self._check(response)
+        try:
+            messages = response.json()["messages"]
+            return [StoredMessage(str(m["role"]), str(m["content"])) for m in messages]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError("storage-adapter sent a malformed conversation") from exc
+
+    async def create(self, continuation_id: str) -> None:
+        """Create the conversation; one that already exists is fine."""
+        response = await self._request(
+            "POST", "/v1/conversations", json={"continuation_id": continuation_id}
+        )
+        if response.status_code != 409:
+            self._check(response)
+
+    async def append(
+        self,
+        continuation_id: str,
+        role: str,
+        content: str,
+        idempotency_key: str,
+        metadata: JSONObject | None = None,
+    ) -> None:
+        """Store one message; retried on transient failures, never duplicated (the key)."""
+        body = {
+            "role": role,
+            "content": content,
+            "idempotency_key": idempotency_key,
+            "metadata": metadata or {},
+        }
+        path = f"{self._path(continuation_id)}/messages"
+        for attempt in range(1, STORAGE_WRITE_ATTEMPTS + 1):
+            try:
+                response = await self._request("POST", path, json=body)
+                if response.status_code < 500 or attempt == STORAGE_WRITE_ATTEMPTS:
+                    self._check(response)
+                    return
+            except StorageError:
+                if attempt == STORAGE_WRITE_ATTEMPTS:
+                    raise
+            logger.info("retrying storage write (attempt %d failed)", attempt)
+
+    @staticmethod
+    def _path(continuation_id: str) -> str:
+        return f"/v1/conversations/{quote(continuation_id, safe='')}"
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise StorageError(f"storage-adapter unreachable: {type(exc).__name__}") from exc
+
+    @staticmethod
+    def _check(response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            raise StorageError(
+                f"storage-adapter answered {response.status_code}: {_error_detail(response)}"
+            )

@@ -1,0 +1,259 @@
+"""One WebSocket connection: bytes between the socket and a sans-I/O protocol.
+
+Each call runs as its own task so that a slow chat never blocks a ``ping`` or a
+``cancel``; ``cancel`` cancels that task, which closes its upstream HTTP request. When
+the connection ends for any reason, every call still running is cancelled and awaited,
+so its in-flight slot is back before the handler returns.
+
+Frames from several tasks go out through one lock: a task's frames leave in the order
+the protocol produced them (a ``stream_chunk`` never overtakes an earlier one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from functools import partial
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from ws_gateway import mcp_protocol, protocol
+from ws_gateway.calls import CallRequest, CallRunner, CallSink
+from ws_gateway.errors import ErrorCode
+from ws_gateway.mcp_protocol import McpProtocol
+from ws_gateway.protocol import NativeProtocol
+from ws_gateway.telemetry import CallScope
+from ws_gateway.tools import ToolResult
+from ws_gateway.types import RequestId
+
+logger = logging.getLogger(__name__)
+
+
+class _Connection:
+    def __init__(self, ws: ServerConnection, runner: CallRunner, route: str) -> None:
+        self._ws = ws
+        self._runner = runner
+        self._route = route
+        self._tasks: dict[RequestId, asyncio.Task[None]] = {}
+        self._send_lock = asyncio.Lock()
+
+    def _pending_frames(self) -> list[str]:
+        raise NotImplementedError
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            for frame in self._pending_frames():
+                try:
+                    await self._ws.send(frame)
+                except ConnectionClosed:
+                    return  # the client is gone; its calls are being cancelled
+
+    def _start(self, call: CallRequest, sink: CallSink, *, streaming: bool) -> None:
+        task = asyncio.create_task(
+            self._runner.run(call, sink, streaming=streaming),
+            name=f"call {call.tool} {call.request_id!r}",
+        )
+        self._tasks[call.request_id] = task
+        task.add_done_callback(partial(self._forget, call.request_id))
+
+    def _forget(self, request_id: RequestId, task: asyncio.Task[None]) -> None:
+        # A finished call's id may already be reused by a newer call: only drop our own.
+        if self._tasks.get(request_id) is task:
+            del self._tasks[request_id]
+
+    def _cancel(self, request_id: RequestId) -> None:
+        task = self._tasks.get(request_id)
+        if task is not None:
+            task.cancel()
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class NativeConnection(_Connection):
+    """The EXAI native protocol on one socket (see :mod:`ws_gateway.protocol`)."""
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        runner: CallRunner,
+        proto: NativeProtocol,
+        *,
+        route: str,
+        hello_timeout_s: float,
+    ) -> None:
+        super().__init__(ws, runner, route)
+        self.proto = proto
+        self._hello_timeout_s = hello_timeout_s
+
+    def _pending_frames(self) -> list[str]:
+        return self.proto.data_to_send()
+
+    async def run(self) -> None:
+        hello_deadline = asyncio.get_running_loop().time() + self._hello_timeout_s
+        try:
+            while self.proto.close is None:
+                try:
+                    if self.proto.authenticated:
+                        message = await self._ws.recv()
+                    else:
+                        async with asyncio.timeout_at(hello_deadline):
+                            message = await self._ws.recv()
+                except TimeoutError:
+                    self.proto.hello_timed_out()
+                else:
+                    if isinstance(message, str):
+                        self.proto.receive_text(message)
+                    else:
+                        self.proto.receive_bytes(message)
+                self._handle_events()
+                await self._flush()
+            await self._ws.close(self.proto.close.code, self.proto.close.reason)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._cancel_all()
+
+    def _handle_events(self) -> None:
+        for event in self.proto.events_received():
+            if isinstance(event, protocol.CallRequested):
+                assert self.proto.session_id is not None
+                call = CallRequest(
+                    protocol="native",
+                    session_id=self.proto.session_id,
+                    request_id=event.request_id,
+                    tool=event.tool,
+                    arguments=event.arguments,
+                    correlation_id=event.correlation_id,
+                    stream=event.stream,
+                    route=self._route,
+                )
+                self._start(call, self, streaming=event.stream)
+            elif isinstance(event, protocol.CancelRequested):
+                self._cancel(event.request_id)
+            elif isinstance(event, protocol.HelloAccepted):
+                logger.info("session %s authenticated", event.session_id)
+
+    # --- CallSink -----------------------------------------------------------------
+
+    async def progress(self, call: CallRequest, stage: str, message: str) -> None:
+        self.proto.send_progress(call.request_id, call.tool, stage, message)
+        await self._flush()
+
+    async def chunk(self, call: CallRequest, text: str) -> None:
+        self.proto.send_chunk(call.request_id, text)
+        await self._flush()
+
+    async def succeeded(self, call: CallRequest, result: ToolResult, scope: CallScope) -> None:
+        if result.streamed:
+            self.proto.send_stream_complete(call.request_id)
+        self.proto.complete_call(
+            call.request_id,
+            result.outputs,
+            correlation_id=scope.correlation_id,
+            trace_id=scope.trace_id,
+            metadata=result.metadata,
+        )
+        await self._flush()
+
+    async def failed(
+        self, call: CallRequest, code: ErrorCode, message: str, scope: CallScope
+    ) -> None:
+        self.proto.fail_call(
+            call.request_id,
+            code,
+            message,
+            correlation_id=scope.correlation_id,
+            trace_id=scope.trace_id,
+        )
+        await self._flush()
+
+    async def cancelled(self, call: CallRequest) -> None:
+        self.proto.cancel_call(call.request_id)
+        await self._flush()
+
+
+class McpConnection(_Connection):
+    """MCP JSON-RPC on one socket (see :mod:`ws_gateway.mcp_protocol`)."""
+
+    def __init__(
+        self, ws: ServerConnection, runner: CallRunner, proto: McpProtocol, *, route: str
+    ) -> None:
+        super().__init__(ws, runner, route)
+        self.proto = proto
+        # MCP has no hello: the connection is the session for the per-session limit.
+        self.session_id = uuid.uuid4().hex
+        self._progress: defaultdict[RequestId, int] = defaultdict(int)
+
+    def _pending_frames(self) -> list[str]:
+        return self.proto.data_to_send()
+
+    async def run(self) -> None:
+        try:
+            async for message in self._ws:
+                if isinstance(message, str):
+                    self.proto.receive_text(message)
+                else:
+                    self.proto.receive_bytes(message)
+                self._handle_events()
+                await self._flush()
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._cancel_all()
+
+    def _handle_events(self) -> None:
+        for event in self.proto.events_received():
+            if isinstance(event, mcp_protocol.ToolCallRequested):
+                call = CallRequest(
+                    protocol="mcp",
+                    session_id=self.session_id,
+                    request_id=event.request_id,
+                    tool=event.tool,
+                    arguments=event.arguments,
+                    correlation_id=event.correlation_id,
+                    stream=False,
+                    route=self._route,
+                )
+                self._start(call, self, streaming=False)
+            else:
+                self._cancel(event.request_id)
+
+    # --- CallSink -----------------------------------------------------------------
+
+    async def progress(self, call: CallRequest, stage: str, message: str) -> None:
+        self._progress[call.request_id] += 1
+        self.proto.send_progress(call.request_id, self._progress[call.request_id], message)
+        await self._flush()
+
+    async def chunk(self, call: CallRequest, text: str) -> None:
+        return None  # MCP results are whole; calls here never stream
+
+    async def succeeded(self, call: CallRequest, result: ToolResult, scope: CallScope) -> None:
+        self._progress.pop(call.request_id, None)
+        meta = {**result.metadata, **self._ids(scope)}
+        self.proto.complete_call(call.request_id, result.outputs, meta=meta)
+        await self._flush()
+
+    async def failed(
+        self, call: CallRequest, code: ErrorCode, message: str, scope: CallScope
+    ) -> None:
+        self._progress.pop(call.request_id, None)
+        self.proto.fail_call(call.request_id, code, message, meta=self._ids(scope))
+        await self._flush()
+
+    async def cancelled(self, call: CallRequest) -> None:
+        self._progress.pop(call.request_id, None)
+        self.proto.cancel_call(call.request_id)
+        await self._flush()
+
+    @staticmethod
+    def _ids(scope: CallScope) -> dict[str, str]:
+        return {"correlation_id": scope.correlation_id, "trace_id": scope.trace_id}

@@ -1,0 +1,297 @@
+"""The tools every protocol exposes: ``chat``, ``consensus``, ``listmodels``, ``status``.
+
+Arguments are pydantic models; their JSON Schema (tidied for clients) is what
+``list_tools`` / ``tools/list`` publish, and validating against the model is validating
+against that schema. A failure becomes VALIDATION_ERROR naming each bad field.
+
+Memory (``chat`` with ``continuation_id``): a failed dependency degrades, it does not
+fail the call. If storage-adapter cannot be read, the chat answers without history; if
+the messages cannot be written, the answer is still returned. Either way the result's
+metadata says so (``memory.read`` / ``memory.write``). Writes carry idempotency keys
+derived from the call (session, request, conversation, prompt) and the role, so a
+retried write — or a client re-sending the same call — never stores a message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from exai_telemetry import names
+from ws_gateway.clients import ChunkSink, Completion, ProviderClient, StorageClient
+from ws_gateway.errors import CallError, ProviderError, ToolNotFound, ToolValidationError
+from ws_gateway.settings import GatewaySettings
+from ws_gateway.types import JSONObject, RequestId
+
+logger = logging.getLogger(__name__)
+
+CONTINUATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+MAX_CONSENSUS_MODELS = 8
+HISTORY_ROLES = frozenset({"user", "assistant", "system"})
+
+
+# --- arguments ------------------------------------------------------------------------
+
+
+ModelName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ChatArgs(_Args):
+    prompt: str = Field(min_length=1, description="What to ask the model.")
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Model name, e.g. kimi-k2-0905-preview or glm-4.5; default from settings.",
+    )
+    continuation_id: str | None = Field(
+        default=None,
+        pattern=CONTINUATION_ID_PATTERN,
+        description="Conversation to continue; its history is sent and this exchange stored.",
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature.")
+    stream: bool = Field(default=False, description="Stream the answer as it is generated.")
+
+
+class ConsensusArgs(_Args):
+    prompt: str = Field(min_length=1, description="The question every model answers.")
+    models: list[ModelName] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CONSENSUS_MODELS,
+        description="Models to ask in parallel; default from settings (one Kimi, one GLM).",
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature.")
+
+
+class NoArgs(_Args):
+    pass
+
+
+def input_schema(model: type[BaseModel]) -> JSONObject:
+    """The model's JSON Schema as clients like it: no titles, no `anyOf: [.., null]`."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+        variants = prop.pop("anyOf", None)
+        if variants:
+            non_null = [v for v in variants if v.get("type") != "null"]
+            if len(non_null) == 1:
+                prop.update(non_null[0])
+        if prop.get("default", "") is None:
+            del prop["default"]
+    return schema
+
+
+def validate_args(model: type[_Args], arguments: Mapping[str, Any]) -> Any:
+    try:
+        return model.model_validate(dict(arguments))
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        raise ToolValidationError("; ".join(problems)) from exc
+
+
+# --- what a running call can do -------------------------------------------------------
+
+
+@dataclass
+class CallContext:
+    session_id: str
+    request_id: RequestId
+    progress: Callable[[str, str], Awaitable[None]]
+    # Set when the client asked for streaming and the protocol can carry chunks.
+    chunk: ChunkSink | None = None
+    span_attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ToolResult:
+    outputs: list[JSONObject]
+    metadata: JSONObject = field(default_factory=dict)
+    streamed: bool = False
+
+
+def text(value: str) -> JSONObject:
+    return {"type": "text", "text": value}
+
+
+def idempotency_key(
+    session_id: str, request_id: RequestId, continuation_id: str, prompt: str, role: str
+) -> str:
+    call = json.dumps([session_id, request_id, continuation_id, prompt], separators=(",", ":"))
+    return f"exai-gw:{hashlib.sha256(call.encode()).hexdigest()[:40]}:{role}"
+
+
+# --- the tools ------------------------------------------------------------------------
+
+
+StatusSource = Callable[[str], Awaitable[JSONObject]]
+
+
+class Toolbox:
+    DESCRIPTIONS: ClassVar[dict[str, str]] = {
+        "chat": "Ask one model; with continuation_id the conversation is remembered.",
+        "consensus": "Ask several models the same question in parallel; answers side by side.",
+        "listmodels": "List the models the provider proxy can route to.",
+        "status": "Gateway, provider-proxy and storage-adapter health and in-flight calls.",
+    }
+    ARGS: ClassVar[dict[str, type[_Args]]] = {
+        "chat": ChatArgs,
+        "consensus": ConsensusArgs,
+        "listmodels": NoArgs,
+        "status": NoArgs,
+    }
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        provider: ProviderClient,
+        storage: StorageClient,
+        status: StatusSource,
+    ) -> None:
+        self._settings = settings
+        self._provider = provider
+        self._storage = storage
+        self._status = status
+
+    @classmethod
+    def specs(cls) -> list[JSONObject]:
+        return [
+            {"name": name, "description": cls.DESCRIPTIONS[name], "inputSchema": input_schema(args)}
+            for name, args in cls.ARGS.items()
+        ]
+
+    async def call(self, name: str, arguments: Mapping[str, Any], ctx: CallContext) -> ToolResult:
+        if name not in self.ARGS:
+            raise ToolNotFound(f"unknown tool {name[:64]!r}")
+        args = validate_args(self.ARGS[name], arguments)
+        if isinstance(args, ChatArgs):
+            return await self.chat(args, ctx)
+        if isinstance(args, ConsensusArgs):
+            return await self.consensus(args, ctx)
+        if name == "listmodels":
+            return await self.listmodels()
+        return await self.status(ctx)
+
+    async def chat(self, args: ChatArgs, ctx: CallContext) -> ToolResult:
+        model = args.model or self._settings.default_model
+        history: list[JSONObject] = []
+        memory: JSONObject = {}
+        cid = args.continuation_id
+        if cid is not None:
+            ctx.span_attributes[names.CONTINUATION_ID] = cid
+            await ctx.progress("loading_history", "loading conversation history")
+            history, memory["read"] = await self._load_history(cid)
+        messages = [*history, {"role": "user", "content": args.prompt}]
+        await ctx.progress("calling_provider", f"asking {model}")
+        chunk = ctx.chunk
+        if chunk is not None:
+            completion = await self._provider.stream(
+                model, messages, chunk, temperature=args.temperature
+            )
+        else:
+            completion = await self._provider.complete(
+                model, messages, temperature=args.temperature
+            )
+        metadata: JSONObject = {"model": completion.model, "usage": completion.usage}
+        if completion.finish_reason:
+            metadata["finish_reason"] = completion.finish_reason
+        if cid is not None:
+            memory["history_messages"] = len(history)
+            memory["write"] = await self._remember(cid, args.prompt, completion, ctx)
+            metadata["continuation_id"] = cid
+            metadata["memory"] = memory
+        return ToolResult([text(completion.text)], metadata, streamed=chunk is not None)
+
+    async def _load_history(self, cid: str) -> tuple[list[JSONObject], str]:
+        try:
+            stored = await self._storage.history(cid)
+            if stored is None:
+                await self._storage.create(cid)
+                return [], "new"
+        except CallError as exc:
+            logger.warning("conversation history unavailable, answering without it: %s", exc)
+            return [], "unavailable"
+        return [
+            {"role": m.role, "content": m.content} for m in stored if m.role in HISTORY_ROLES
+        ], "loaded"
+
+    async def _remember(
+        self, cid: str, prompt: str, completion: Completion, ctx: CallContext
+    ) -> str:
+        def key(role: str) -> str:
+            return idempotency_key(ctx.session_id, ctx.request_id, cid, prompt, role)
+
+        try:
+            try:
+                await self._storage.append(cid, "user", prompt, key("user"))
+            except CallError:
+                # The read may have failed too (storage was down): the conversation may
+                # not exist yet. Creating it is idempotent.
+                await self._storage.create(cid)
+                await self._storage.append(cid, "user", prompt, key("user"))
+            await self._storage.append(
+                cid, "assistant", completion.text, key("assistant"), {"model": completion.model}
+            )
+        except CallError as exc:
+            logger.warning("conversation not stored: %s", exc)
+            return "failed"
+        return "stored"
+
+    async def consensus(self, args: ConsensusArgs, ctx: CallContext) -> ToolResult:
+        models = list(dict.fromkeys(args.models or self._settings.consensus_models))
+        messages = [{"role": "user", "content": args.prompt}]
+        await ctx.progress("calling_provider", f"asking {len(models)} models in parallel")
+
+        async def ask(model: str) -> Completion | ProviderError:
+            try:
+                return await self._provider.complete(model, messages, temperature=args.temperature)
+            except ProviderError as exc:
+                return exc
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(ask(model)) for model in models]
+        answers = dict(zip(models, (t.result() for t in tasks), strict=True))
+        failures = {m: a for m, a in answers.items() if isinstance(a, ProviderError)}
+        if len(failures) == len(models):
+            detail = "; ".join(f"{m}: {e.message}" for m, e in failures.items())
+            raise ProviderError(f"all {len(models)} models failed: {detail}")
+        outputs = []
+        per_model: JSONObject = {}
+        for model, answer in answers.items():
+            if isinstance(answer, ProviderError):
+                outputs.append(text(f"## {model}\n\nerror: {answer.message}"))
+                per_model[model] = {"ok": False, "error": answer.message}
+            else:
+                outputs.append(text(f"## {model}\n\n{answer.text}"))
+                per_model[model] = {"ok": True, "model": answer.model, "usage": answer.usage}
+        return ToolResult(outputs, {"models": per_model})
+
+    async def listmodels(self) -> ToolResult:
+        models = await self._provider.models()
+        lines = [
+            f"- {m['id']}" + (f" ({m['owned_by']})" if m.get("owned_by") else "") for m in models
+        ]
+        return ToolResult(
+            [text("Available models:\n" + "\n".join(lines))],
+            {"models": [m["id"] for m in models]},
+        )
+
+    async def status(self, ctx: CallContext) -> ToolResult:
+        report = await self._status(ctx.session_id)
+        return ToolResult([text(json.dumps(report, indent=2, sort_keys=True))], report)
