@@ -1,0 +1,220 @@
+"""The HTTP API (DESIGN §5) and its error document.
+
+- ``POST /v1/conversations`` → 201 created, or 200 with the existing conversation when
+  ``continuation_id`` is already known (never a duplicate); without one the server
+  makes a UUID4.
+- ``GET /v1/conversations/{continuation_id}?limit=N`` → the conversation with its last
+  N messages, oldest first (N defaults to ``EXAI_HISTORY_DEFAULT_LIMIT``); 404 if unknown.
+- ``POST /v1/conversations/{continuation_id}/messages`` → 201 stored, or 200 with the
+  stored message when the ``idempotency_key`` was seen before for the same message;
+  409 when it was used for a different one. The conversation is created on the first
+  message if it does not exist yet, so a client can store history with one request.
+
+Errors: ``{"error": {"code", "message"}}`` — 404 NOT_FOUND, 409 IDEMPOTENCY_CONFLICT,
+413 PAYLOAD_TOO_LARGE, 422 VALIDATION_ERROR, 503 STORAGE_UNAVAILABLE (durable store
+down; nothing was written).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from exai_telemetry import names
+from storage_adapter.errors import (
+    ConversationNotFound,
+    ErrorCode,
+    IdempotencyConflict,
+    LimitExceeded,
+    StoreUnavailable,
+)
+from storage_adapter.models import NewMessage
+from storage_adapter.schemas import (
+    CONTINUATION_ID_PATTERN,
+    AppendMessageBody,
+    CreateConversationBody,
+    Limits,
+    conversation_document,
+    history_document,
+    message_document,
+)
+from storage_adapter.service import ConversationService
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1")
+
+ContinuationId = Annotated[str, Path(pattern=CONTINUATION_ID_PATTERN)]
+
+
+def _service(request: Request) -> ConversationService:
+    return cast(ConversationService, request.app.state.service)
+
+
+def _limits(request: Request) -> Limits:
+    return cast(Limits, request.app.state.limits)
+
+
+Service = Annotated[ConversationService, Depends(_service)]
+Bounds = Annotated[Limits, Depends(_limits)]
+
+
+def _tag(continuation_id: str) -> None:
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(names.CONTINUATION_ID, continuation_id)
+
+
+@router.post("/conversations")
+async def create_conversation(
+    body: CreateConversationBody, service: Service, limits: Bounds
+) -> JSONResponse:
+    limits.check_metadata(body.metadata)
+    continuation_id = body.continuation_id or str(uuid.uuid4())
+    _tag(continuation_id)
+    conversation, created = await service.create_conversation(
+        continuation_id, body.title, body.metadata
+    )
+    return JSONResponse(conversation_document(conversation), status_code=201 if created else 200)
+
+
+@router.get("/conversations/{continuation_id}")
+async def get_conversation(
+    continuation_id: ContinuationId,
+    service: Service,
+    limits: Bounds,
+    limit: Annotated[int | None, Query(ge=0)] = None,
+) -> JSONResponse:
+    _tag(continuation_id)
+    conversation, messages, has_more = await service.get_history(
+        continuation_id, limits.history_limit(limit)
+    )
+    return JSONResponse(history_document(conversation, messages, has_more))
+
+
+@router.post("/conversations/{continuation_id}/messages")
+async def append_message(
+    continuation_id: ContinuationId, body: AppendMessageBody, service: Service, limits: Bounds
+) -> JSONResponse:
+    _tag(continuation_id)
+    limits.check_content(body.content)
+    limits.check_metadata(body.metadata)
+    result = await service.append_message(
+        continuation_id,
+        NewMessage(body.role, body.content, body.idempotency_key, body.metadata),
+    )
+    return JSONResponse(
+        message_document(result.message, continuation_id),
+        status_code=201 if result.created else 200,
+    )
+
+
+def error_response(
+    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code.value, "message": message, **extra}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input: it may be message content.
+        details = [{"loc": _location(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{d['loc']}: {d['msg']}" for d in details[:3])
+        return error_response(422, ErrorCode.VALIDATION_ERROR, summary, details=details)
+
+    @app.exception_handler(LimitExceeded)
+    async def too_big(_request: Request, exc: LimitExceeded) -> JSONResponse:
+        return error_response(422, ErrorCode.VALIDATION_ERROR, str(exc))
+
+    @app.exception_handler(ConversationNotFound)
+    async def not_found(_request: Request, exc: ConversationNotFound) -> JSONResponse:
+        return error_response(404, ErrorCode.NOT_FOUND, str(exc))
+
+    @app.exception_handler(IdempotencyConflict)
+    async def conflict(_request: Request, exc: IdempotencyConflict) -> JSONResponse:
+        return error_response(409, ErrorCode.IDEMPOTENCY_CONFLICT, str(exc))
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        backend = _service(request).store.backend
+        return error_response(
+            503,
+            ErrorCode.STORAGE_UNAVAILABLE,
+            f"the durable store ({backend}) is unavailable; nothing was written, retry later",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {
+            404: ErrorCode.NOT_FOUND,
+            413: ErrorCode.PAYLOAD_TOO_LARGE,
+        }.get(exc.status_code, ErrorCode.VALIDATION_ERROR)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled %s", type(exc).__name__)
+        return error_response(500, ErrorCode.INTERNAL_ERROR, "internal error")
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI passes HTTPException through its body parsing untouched.
+                    raise StarletteHTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _detail(self) -> str:
+        return f"request body over {self.max_bytes} bytes"
+
+    async def _reject(self, send: Send) -> None:
+        response = error_response(413, ErrorCode.PAYLOAD_TOO_LARGE, self._detail())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})

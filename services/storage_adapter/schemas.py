@@ -1,0 +1,91 @@
+"""Request bodies, input limits and the JSON documents the API returns.
+
+Responses (all timestamps ISO 8601 UTC):
+
+- conversation: ``{id, continuation_id, title, metadata, created_at, updated_at}``;
+  ``GET`` adds ``messages`` (oldest first) and ``has_more`` (older messages exist)
+- message: ``{id, conversation_id, continuation_id, role, content, metadata,
+  idempotency_key, created_at}``
+- error: ``{"error": {"code", "message"}}`` (+ ``details`` for validation errors)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field, StrictStr
+
+from storage_adapter.errors import LimitExceeded
+from storage_adapter.models import Conversation, JsonObject, Message, Role
+
+CONTINUATION_ID_PATTERN = r"^[A-Za-z0-9_-]{3,128}$"
+# Printable ASCII without spaces: safe in logs, URLs and unique indexes.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
+MAX_TITLE_CHARS = 512
+
+
+class CreateConversationBody(BaseModel):
+    continuation_id: StrictStr | None = Field(default=None, pattern=CONTINUATION_ID_PATTERN)
+    title: StrictStr | None = Field(default=None, max_length=MAX_TITLE_CHARS)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AppendMessageBody(BaseModel):
+    role: Role
+    content: StrictStr
+    idempotency_key: StrictStr = Field(pattern=IDEMPOTENCY_KEY_PATTERN)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The configurable bounds (the pydantic models hold the fixed ones)."""
+
+    max_content_chars: int
+    max_metadata_bytes: int
+    history_default: int
+    history_max: int
+
+    def check_metadata(self, metadata: JsonObject) -> None:
+        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+        if size > self.max_metadata_bytes:
+            raise LimitExceeded(
+                f"metadata is {size} bytes as JSON; the limit is {self.max_metadata_bytes} "
+                "(EXAI_MAX_METADATA_BYTES)"
+            )
+
+    def check_content(self, content: str) -> None:
+        if len(content) > self.max_content_chars:
+            raise LimitExceeded(
+                f"content is {len(content)} characters; the limit is {self.max_content_chars} "
+                "(EXAI_MAX_CONTENT_CHARS)"
+            )
+
+    def history_limit(self, requested: int | None) -> int:
+        if requested is None:
+            return self.history_default
+        if requested > self.history_max:
+            raise LimitExceeded(
+                f"limit {requested} exceeds the maximum {self.history_max} (EXAI_HISTORY_MAX_LIMIT)"
+            )
+        return requested
+
+
+def conversation_document(conversation: Conversation) -> JsonObject:
+    return conversation.to_json()
+
+
+def history_document(
+    conversation: Conversation, messages: tuple[Message, ...], has_more: bool
+) -> JsonObject:
+    return {
+        **conversation.to_json(),
+        "messages": [message_document(m, conversation.continuation_id) for m in messages],
+        "has_more": has_more,
+    }
+
+
+def message_document(message: Message, continuation_id: str) -> JsonObject:
+    return {**message.to_json(), "continuation_id": continuation_id}

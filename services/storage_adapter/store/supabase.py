@@ -1,0 +1,248 @@
+"""Supabase REST (PostgREST through supabase-py's async client).
+
+The tables must exist already: REST cannot run DDL, so the operator runs
+``services/storage_adapter/schema.sql`` once (Supabase SQL editor or psql).
+:meth:`SupabaseStore.initialize` only checks that the tables and columns are there and
+makes readiness fail with that instruction when they are not.
+
+Idempotency rides on the same unique constraints as the SQL backend:
+``Prefer: resolution=ignore-duplicates`` is PostgREST's ``ON CONFLICT DO NOTHING``, and
+a conflicting insert returns no row, so the stored row is read back. PostgREST has no
+multi-statement transactions, so an append is three idempotent requests (conversation,
+message, ``updated_at``); a failure between them can leave an empty conversation or a
+stale ``updated_at``, never a partial message. Not exercised against a live Supabase
+here: this repository's tests have no network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from postgrest import APIError
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+from storage_adapter.errors import IdempotencyConflict, SchemaError, StoreUnavailable
+from storage_adapter.models import (
+    AppendResult,
+    Conversation,
+    History,
+    JsonObject,
+    Message,
+    NewMessage,
+    as_utc,
+    is_same_request,
+    iso_utc,
+)
+
+logger = logging.getLogger(__name__)
+
+CONVERSATION_COLUMNS = "id,continuation_id,title,metadata,created_at,updated_at"
+MESSAGE_COLUMNS = "id,conversation_id,role,content,metadata,idempotency_key,created_at"
+# PostgREST: unknown table (PGRST205, older: 42P01), unknown column (42703, PGRST204).
+_SCHEMA_ERROR_CODES = frozenset({"PGRST205", "42P01", "42703", "PGRST204"})
+SCHEMA_HINT = "create them with services/storage_adapter/schema.sql"
+
+
+def conversation_row(
+    continuation_id: str, title: str | None, metadata: JsonObject, now: datetime
+) -> dict[str, Any]:
+    stamp = iso_utc(now)
+    return {
+        "continuation_id": continuation_id,
+        "title": title,
+        "metadata": metadata,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+
+
+def message_row(conversation_id: int, message: NewMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "role": message.role,
+        "content": message.content,
+        "metadata": message.metadata,
+        "idempotency_key": message.idempotency_key,
+        "created_at": iso_utc(now),
+    }
+
+
+def _mapping(row: object) -> Mapping[str, Any]:
+    if not isinstance(row, Mapping):
+        raise StoreUnavailable("read", f"unexpected PostgREST row type {type(row).__name__}")
+    return row
+
+
+def parse_conversation(value: object) -> Conversation:
+    row = _mapping(value)
+    return Conversation(
+        id=int(row["id"]),
+        continuation_id=str(row["continuation_id"]),
+        title=row.get("title"),
+        metadata=dict(row.get("metadata") or {}),
+        created_at=as_utc(datetime.fromisoformat(row["created_at"])),
+        updated_at=as_utc(datetime.fromisoformat(row["updated_at"])),
+    )
+
+
+def parse_message(value: object) -> Message:
+    row = _mapping(value)
+    return Message.from_json({**row, "metadata": row.get("metadata") or {}})
+
+
+def translate_error(operation: str, exc: Exception) -> StoreUnavailable:
+    """PostgREST and transport errors as the store's errors (codes only, no bodies)."""
+    if isinstance(exc, APIError):
+        if exc.code in _SCHEMA_ERROR_CODES:
+            return SchemaError(f"Supabase tables or columns missing ({exc.code}); {SCHEMA_HINT}")
+        return StoreUnavailable(operation, f"PostgREST error {exc.code or 'unknown'}")
+    return StoreUnavailable(operation, type(exc).__name__)
+
+
+class SupabaseStore:
+    backend = "supabase"
+
+    def __init__(self, client: AsyncClient, http: httpx.AsyncClient) -> None:
+        self._client = client
+        self._http = http
+
+    @classmethod
+    async def connect(
+        cls, url: str, key: str, *, timeout_s: float, http: httpx.AsyncClient | None = None
+    ) -> SupabaseStore:
+        """No network here: supabase-py connects on the first request."""
+        http = http or httpx.AsyncClient(timeout=timeout_s)
+        options = AsyncClientOptions(
+            httpx_client=http,
+            auto_refresh_token=False,
+            persist_session=False,
+            # Retries (up to 7 s of sleeping) belong to the caller, not to a read.
+            postgrest_client_retry=False,
+        )
+        client = await acreate_client(url, key, options=options)
+        return cls(client, http)
+
+    @contextlib.asynccontextmanager
+    async def _errors(self, operation: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except (APIError, httpx.HTTPError, OSError) as exc:
+            raise translate_error(operation, exc) from exc
+
+    async def initialize(self) -> None:
+        async with self._errors("initialize"):
+            await (
+                self._client.table("conversations").select(CONVERSATION_COLUMNS).limit(1).execute()
+            )
+            await self._client.table("messages").select(MESSAGE_COLUMNS).limit(1).execute()
+
+    async def ping(self) -> None:
+        # Health probes run every few seconds: no spans for them.
+        with suppress_instrumentation():
+            async with self._errors("ping"):
+                await self._client.table("conversations").select("id").limit(1).execute()
+
+    async def get_or_create_conversation(
+        self, continuation_id: str, title: str | None, metadata: JsonObject, now: datetime
+    ) -> tuple[Conversation, bool]:
+        async with self._errors("create_conversation"):
+            return await self._get_or_create(continuation_id, title, metadata, now)
+
+    async def _get_or_create(
+        self, continuation_id: str, title: str | None, metadata: JsonObject, now: datetime
+    ) -> tuple[Conversation, bool]:
+        inserted = (
+            await self._client.table("conversations")
+            .upsert(
+                conversation_row(continuation_id, title, metadata, now),
+                on_conflict="continuation_id",
+                ignore_duplicates=True,
+            )
+            .execute()
+        )
+        if inserted.data:
+            return parse_conversation(inserted.data[0]), True
+        found = await self._find_conversation(continuation_id)
+        if found is None:
+            raise StoreUnavailable("create_conversation", "conversation vanished after insert")
+        return found, False
+
+    async def _find_conversation(self, continuation_id: str) -> Conversation | None:
+        result = (
+            await self._client.table("conversations")
+            .select(CONVERSATION_COLUMNS)
+            .eq("continuation_id", continuation_id)
+            .limit(1)
+            .execute()
+        )
+        return parse_conversation(result.data[0]) if result.data else None
+
+    async def load_history(self, continuation_id: str, limit: int) -> History | None:
+        async with self._errors("get_conversation"):
+            conversation = await self._find_conversation(continuation_id)
+            if conversation is None:
+                return None
+            result = (
+                await self._client.table("messages")
+                .select(MESSAGE_COLUMNS)
+                .eq("conversation_id", conversation.id)
+                .order("id", desc=True)
+                .limit(limit + 1)
+                .execute()
+            )
+        rows = result.data
+        newest_first = [parse_message(r) for r in rows[:limit]]
+        return History(conversation, tuple(reversed(newest_first)), len(rows) <= limit)
+
+    async def append_message(
+        self, continuation_id: str, message: NewMessage, now: datetime
+    ) -> AppendResult:
+        async with self._errors("append_message"):
+            conversation, _ = await self._get_or_create(continuation_id, None, {}, now)
+            inserted = (
+                await self._client.table("messages")
+                .upsert(
+                    message_row(conversation.id, message, now),
+                    on_conflict="idempotency_key",
+                    ignore_duplicates=True,
+                )
+                .execute()
+            )
+            if not inserted.data:
+                found = (
+                    await self._client.table("messages")
+                    .select(MESSAGE_COLUMNS)
+                    .eq("idempotency_key", message.idempotency_key)
+                    .limit(1)
+                    .execute()
+                )
+                if not found.data:
+                    raise StoreUnavailable("append_message", "message vanished after insert")
+                existing = parse_message(found.data[0])
+                if not is_same_request(existing, conversation.id, message):
+                    raise IdempotencyConflict(message.idempotency_key)
+                return AppendResult(conversation, existing, created=False)
+            await (
+                self._client.table("conversations")
+                .update({"updated_at": iso_utc(now)})
+                .eq("id", conversation.id)
+                .execute()
+            )
+        updated = Conversation(
+            conversation.id,
+            conversation.continuation_id,
+            conversation.title,
+            conversation.metadata,
+            conversation.created_at,
+            now,
+        )
+        return AppendResult(updated, parse_message(inserted.data[0]), created=True)
+
+    async def close(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,96 @@
+"""The adapter's metrics (DESIGN §6) and the instrumentation of its clients.
+
+Metric labels are bounded: ``exai.cache.result`` (hit|miss|error), ``exai.dependency``
+(cache|durable), ``exai.operation`` (the store operation). Continuation IDs go on spans
+only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import redis.asyncio as aioredis
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from exai_telemetry import names
+from exai_telemetry.setup import Telemetry
+
+logger = logging.getLogger(__name__)
+
+CacheResult = Literal["hit", "miss", "error"]
+
+
+@dataclass
+class Dependencies:
+    """Last known state of each dependency, read by the `dependency.up` gauge."""
+
+    cache_up: bool = True
+    durable_up: bool = False
+
+
+class StorageMetrics:
+    def __init__(self, meter: Meter, dependencies: Dependencies) -> None:
+        self._dependencies = dependencies
+        self._lookups = meter.create_counter(
+            names.M_STORAGE_CACHE_LOOKUPS,
+            unit="{lookup}",
+            description="Conversation cache lookups by result (hit, miss, error)",
+        )
+        self._durable_errors = meter.create_counter(
+            names.M_STORAGE_DURABLE_ERRORS,
+            unit="{error}",
+            description="Durable store operations that failed because the store was unavailable",
+        )
+        meter.create_observable_gauge(
+            names.M_STORAGE_DEPENDENCY_UP,
+            callbacks=[self._observe_dependencies],
+            unit="1",
+            description="1 when the dependency answered its last use or check, else 0",
+        )
+
+    def cache_lookup(self, result: CacheResult) -> None:
+        self._lookups.add(1, {names.CACHE_RESULT: result})
+
+    def durable_error(self, operation: str) -> None:
+        self._durable_errors.add(1, {names.OPERATION: operation})
+
+    def _observe_dependencies(self, _options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(int(self._dependencies.cache_up), {names.DEPENDENCY: "cache"})
+        yield Observation(int(self._dependencies.durable_up), {names.DEPENDENCY: "durable"})
+
+
+def instrument_engine(engine: AsyncEngine, telemetry: Telemetry) -> Callable[[], None]:
+    """DB client spans for ``engine`` (statements with placeholders, never parameters).
+
+    Returns the undo. ``SQLAlchemyInstrumentor`` is a process-wide singleton: while one
+    app holds it, a second app in the same process (tests only) runs without DB spans.
+    """
+    instrumentor = SQLAlchemyInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        logger.warning("SQLAlchemy already instrumented in this process; no DB spans here")
+        return lambda: None
+    instrumentor.instrument(
+        engine=engine.sync_engine,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        enable_commenter=False,
+        # 0.66b1 declares sqlalchemy < 2.1 and would silently do nothing with the pinned
+        # 2.1; the engine events it hooks are unchanged in 2.1 (the tests check DB spans).
+        skip_dep_check=True,
+    )
+
+    def undo() -> None:
+        instrumentor.uninstrument()
+
+    return undo
+
+
+def instrument_redis(client: aioredis.Redis, telemetry: Telemetry) -> None:
+    """Client spans per command; the instrumentation records `CMD ? ?`, no values."""
+    RedisInstrumentor.instrument_client(client, tracer_provider=telemetry.tracer_provider)
