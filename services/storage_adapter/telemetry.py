@@ -80,9 +80,6 @@ def instrument_engine(engine: AsyncEngine, telemetry: Telemetry) -> Callable[[],
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
         enable_commenter=False,
-        # 0.66b1 declares sqlalchemy < 2.1 and would silently do nothing with the pinned
-        # 2.1; the engine events it hooks are unchanged in 2.1 (the tests check DB spans).
-        skip_dep_check=True,
     )
 
     def undo() -> None:
