@@ -402,7 +402,7 @@ def overview() -> Dashboard:
             "Circuit breaker state",
             "exai.provider.circuit.state per provider: closed, half-open (probing) or open.",
             prom(
-                "max by (gen_ai_provider_name) (exai_provider_circuit_state_ratio)",
+                "max by (gen_ai_provider_name) (exai_provider_circuit_state)",
                 "{{gen_ai_provider_name}}",
             ),
             {"0": ("closed", "green"), "1": ("half-open", "orange"), "2": ("open", "red")},
@@ -440,7 +440,7 @@ def overview() -> Dashboard:
             "Storage dependencies",
             "exai.storage.dependency.up: the cache (Redis) and the durable store.",
             prom(
-                "min by (exai_dependency) (exai_storage_dependency_up_ratio)",
+                "min by (exai_dependency) (exai_storage_dependency_up)",
                 "{{exai_dependency}}",
             ),
             {"0": ("down", "red"), "1": ("up", "green")},

@@ -179,12 +179,11 @@ KNOWN_METRICS = frozenset(
         "exai_provider_cost_USD_total",
         "exai_provider_retries_total",
         "exai_provider_requests_total",
-        # gauges with unit "1" get _ratio
-        "exai_provider_circuit_state_ratio",
-        "exai_storage_dependency_up_ratio",
+        # gauges with annotation units ({state}, {status}) keep their plain names
+        "exai_provider_circuit_state",
+        "exai_storage_dependency_up",
         "exai_storage_cache_lookups_total",
         "exai_storage_durable_errors_total",
-        "exai_telemetry_dropped_total",
         "otel_sdk_processor_span_processed_total",
         "gen_ai_client_token_usage_bucket",
         "gen_ai_client_token_usage_count",

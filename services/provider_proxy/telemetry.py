@@ -80,7 +80,7 @@ class ProxyMetrics:
         meter.create_observable_gauge(
             names.M_PROVIDER_CIRCUIT_STATE,
             callbacks=[self._observe_circuits],
-            unit="1",
+            unit="{state}",
             description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
         )
 

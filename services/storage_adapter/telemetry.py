@@ -50,7 +50,7 @@ class StorageMetrics:
         meter.create_observable_gauge(
             names.M_STORAGE_DEPENDENCY_UP,
             callbacks=[self._observe_dependencies],
-            unit="1",
+            unit="{status}",
             description="1 when the dependency answered its last use or check, else 0",
         )
 

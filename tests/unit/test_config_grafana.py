@@ -165,7 +165,7 @@ def test_overview_covers_what_the_issue_asks_for() -> None:
         "exai_provider_cost_USD_total",
         "exai_gateway_connections",
         "exai_gateway_calls_total",
-        "exai_provider_circuit_state_ratio",
+        "exai_provider_circuit_state",
         "exai_storage_cache_lookups_total",
         '{ span.exai.correlation_id = "$correlation_id" }',
     ):
