@@ -9,12 +9,14 @@ tests can prove they never reach a stored span.
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import AlertWebhook
+from tests.e2e.helpers import AlertWebhook, Jaeger, Prometheus, Simulator
 from tests.support.stack import RunningStack, local_stack
 
 pytestmark = pytest.mark.e2e
@@ -30,10 +32,10 @@ def webhook() -> Iterator[AlertWebhook]:
 
 
 @pytest.fixture(scope="session")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, webhook: AlertWebhook
-) -> Iterator[RunningStack]:
-    var: Path = tmp_path_factory.mktemp("stack")
+def stack(webhook: AlertWebhook) -> Iterator[RunningStack]:
+    # Not under pytest's tmp dir: that is private to root, and Postgres runs as `postgres`.
+    var = Path(tempfile.mkdtemp(prefix="exai-e2e-"))
+    var.chmod(0o755)
     overrides = {
         "EXAI_WS_TOKEN": "ws-e2e-" + secrets.token_hex(16),
         "KIMI_API_KEY": KIMI_KEY,
@@ -49,5 +51,29 @@ def stack(
         "EXAI_CIRCUIT_COOLDOWN_S": "2",
         "EXAI_ENVIRONMENT": "e2e",
     }
-    with local_stack(var, overrides) as running:
-        yield running
+    try:
+        with local_stack(var, overrides) as running:
+            yield running
+    finally:
+        shutil.rmtree(var, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def simulator(stack: RunningStack) -> Iterator[Simulator]:
+    client = Simulator()
+    yield client
+    client.http.close()
+
+
+@pytest.fixture(scope="session")
+def jaeger(stack: RunningStack) -> Iterator[Jaeger]:
+    client = Jaeger()
+    yield client
+    client.http.close()
+
+
+@pytest.fixture(scope="session")
+def prometheus(stack: RunningStack) -> Iterator[Prometheus]:
+    client = Prometheus()
+    yield client
+    client.http.close()

@@ -70,9 +70,8 @@ async def _chat(stack: RunningStack, n: int, model: str, **extra: object) -> lis
 
 
 async def test_a_request_is_found_in_jaeger_by_its_correlation_id_across_all_services(
-    stack: RunningStack,
+    stack: RunningStack, simulator: Simulator, jaeger: Jaeger
 ) -> None:
-    simulator, jaeger = Simulator(), Jaeger()
     # Over the tail-sampling latency threshold (2 s), so the 10% baseline cannot drop it.
     simulator.http.post("/admin/latency", json={"ms": 2500}).raise_for_status()
     correlation_id = f"e2e-follow-{uuid.uuid4()}"
@@ -134,9 +133,8 @@ async def test_a_request_is_found_in_jaeger_by_its_correlation_id_across_all_ser
 
 
 async def test_span_metrics_count_every_call_before_sampling_and_exemplars_resolve(
-    stack: RunningStack,
+    stack: RunningStack, simulator: Simulator, prometheus: Prometheus, jaeger: Jaeger
 ) -> None:
-    simulator, prometheus, jaeger = Simulator(), Prometheus(), Jaeger()
     for result in await _chat(stack, 100, KIMI_MODEL):
         LEDGER.record(result)
     simulator.set_fault("error_500", 1.0, provider="glm")
@@ -177,7 +175,9 @@ async def test_span_metrics_count_every_call_before_sampling_and_exemplars_resol
     assert eventually(resolvable_exemplars, timeout_s=60)
 
 
-def test_token_metrics_match_the_usage_the_provider_reported(stack: RunningStack) -> None:
+def test_token_metrics_match_the_usage_the_provider_reported(
+    stack: RunningStack, prometheus: Prometheus
+) -> None:
     client = openai.OpenAI(base_url=f"{PROXY}/v1", api_key="unused-by-proxy", max_retries=0)
     prompt_tokens = completion_tokens = cached_tokens = 0
     for i in range(5):
@@ -191,10 +191,9 @@ def test_token_metrics_match_the_usage_the_provider_reported(stack: RunningStack
         assert completion.usage is not None
         prompt_tokens += completion.usage.prompt_tokens
         completion_tokens += completion.usage.completion_tokens
-        raw = completion.usage.model_dump()
-        cached_tokens += int(raw.get("cached_tokens") or 0)
+        details = completion.usage.prompt_tokens_details
+        cached_tokens += (details.cached_tokens or 0) if details else 0
     client.close()
-    prometheus = Prometheus()
     selector = f'gen_ai_request_model="{TOKEN_MODEL}"'
 
     def tokens(kind: str) -> float | None:
@@ -204,16 +203,18 @@ def test_token_metrics_match_the_usage_the_provider_reported(stack: RunningStack
 
     eventually(lambda: tokens("output") == completion_tokens, timeout_s=60)
     assert tokens("input") == prompt_tokens
-    assert (tokens("cached") or 0) == cached_tokens
+    assert cached_tokens > 0, "the simulator reports cached tokens for multi-message prompts"
+    assert tokens("cached") == cached_tokens
     histogram_input = prometheus.scalar(
         f'sum(gen_ai_client_token_usage_sum{{{selector},gen_ai_token_type="input"}})'
     )
     assert histogram_input == prompt_tokens
 
 
-def test_tail_sampling_keeps_every_failure_and_a_share_of_the_rest(stack: RunningStack) -> None:
+def test_tail_sampling_keeps_every_failure_and_a_share_of_the_rest(
+    stack: RunningStack, jaeger: Jaeger
+) -> None:
     assert LEDGER.failed, "runs after the span-metrics test, which produces failures"
-    jaeger = Jaeger()
 
     def kept_correlation_ids() -> set[str]:
         kept = set()
@@ -233,8 +234,7 @@ def test_tail_sampling_keeps_every_failure_and_a_share_of_the_rest(stack: Runnin
     assert 1 <= kept_ok <= 25, f"kept {kept_ok} of {len(LEDGER.ok)} ordinary traces"
 
 
-def test_no_key_or_token_is_stored_in_any_span(stack: RunningStack) -> None:
-    jaeger = Jaeger()
+def test_no_key_or_token_is_stored_in_any_span(stack: RunningStack, jaeger: Jaeger) -> None:
     services = jaeger.services()
     assert {"ws-gateway", "provider-proxy", "storage-adapter", "llm-simulator"} <= set(services)
     dump = json.dumps([jaeger.all_traces(s) for s in services])
@@ -255,9 +255,11 @@ def _drive_provider_traffic(stop: threading.Event, outcomes: Counter[str]) -> No
 
 
 def test_provider_failure_pages_through_alertmanager_and_resolves(
-    stack: RunningStack, webhook: AlertWebhook, capsys: pytest.CaptureFixture[str]
+    stack: RunningStack,
+    webhook: AlertWebhook,
+    simulator: Simulator,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    simulator = Simulator()
     names = {"ProviderCircuitOpen", "ProviderErrorRatioHigh"}
     stop, outcomes = threading.Event(), Counter[str]()
     driver = threading.Thread(target=_drive_provider_traffic, args=(stop, outcomes), daemon=True)
