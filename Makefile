@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv with the services and dev tools
 
 tools: ## build otelcol, Prometheus, Alertmanager, Jaeger from Go modules (cached in ~/.cache/exai/tools)
-	@bash $(TOOLS) all
+	@bash $(TOOLS) build
 
 run: install tools ## run the whole system locally (no Docker): services + collector + Prometheus + Alertmanager + Jaeger
 	@$(PY) deploy/local-stack/stack.py run

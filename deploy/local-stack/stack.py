@@ -206,7 +206,7 @@ def procfile(procs: list[Proc]) -> str:
     for proc in procs:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in proc.env.items() if k not in os.environ)
         command = shlex.join(proc.argv)
-        lines.append(f"{proc.name}: {'env ' + env + ' ' if env else ''}exec {command}")
+        lines.append(f"{proc.name}: exec {'env ' + env + ' ' if env else ''}{command}")
     return "\n".join(lines) + "\n"
 
 

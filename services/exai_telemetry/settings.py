@@ -7,14 +7,50 @@ validation error into one line naming the environment variable, then exits.
 from __future__ import annotations
 
 import sys
-from typing import Literal, NoReturn, TypeVar
+from collections.abc import Mapping
+from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 S = TypeVar("S", bound="ServiceSettings")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _alias_only(
+    infos: list[tuple[str, str, bool]], field: FieldInfo, field_name: str
+) -> list[tuple[str, str, bool]]:
+    if field.validation_alias is None:
+        return infos
+    return [info for info in infos if info[0] != field_name]
+
+
+class _AliasOnlyEnv(EnvSettingsSource):
+    """Reads a field only from its declared variable (`EXAI_WS_PORT`), never from its
+    Python name: `populate_by_name` would otherwise let a stray `PORT` or `HOST` (honcho,
+    Heroku-style platforms and shells set them) reconfigure a service."""
+
+    def _extract_field_info(
+        self, field: FieldInfo, field_name: str, model_config: Mapping[str, Any] | None = None
+    ) -> list[tuple[str, str, bool]]:
+        infos = super()._extract_field_info(field, field_name, model_config)
+        return _alias_only(infos, field, field_name)
+
+
+class _AliasOnlyDotEnv(DotEnvSettingsSource):
+    def _extract_field_info(
+        self, field: FieldInfo, field_name: str, model_config: Mapping[str, Any] | None = None
+    ) -> list[tuple[str, str, bool]]:
+        infos = super()._extract_field_info(field, field_name, model_config)
+        return _alias_only(infos, field, field_name)
 
 
 class ServiceSettings(BaseSettings):
@@ -39,6 +75,24 @@ class ServiceSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", validation_alias="EXAI_HOST")
     shutdown_grace_s: float = Field(default=10.0, gt=0, validation_alias="EXAI_SHUTDOWN_GRACE_S")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Python names stay usable as keyword arguments (tests, factories); the
+        # environment and .env are read by declared variable names only.
+        return (
+            init_settings,
+            _AliasOnlyEnv(settings_cls),
+            _AliasOnlyDotEnv(settings_cls),
+            file_secret_settings,
+        )
 
     def secret_values(self) -> list[str]:
         """Every SecretStr field's value, for the redaction registry."""

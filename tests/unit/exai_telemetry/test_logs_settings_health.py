@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from opentelemetry import context
@@ -100,3 +101,28 @@ async def test_evaluate_turns_a_raising_or_slow_check_into_down() -> None:
         "error": "ConnectionError",
     }
     assert body["version"] == "1.2.3" and body["timestamp_utc"].endswith("+00:00")
+
+
+def test_settings_are_read_from_their_declared_variables_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Process supervisors set PORT/HOST for every child; they must not move a service.
+    monkeypatch.setenv("PORT", "5600")
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    settings = load_settings(PortSettings)
+    assert settings.port == 1
+    assert settings.host == "127.0.0.1"
+    assert settings.log_level == "INFO"
+    monkeypatch.setenv("EXAI_TEST_PORT", "8123")
+    assert load_settings(PortSettings).port == 8123
+    # Python names still work as keyword arguments.
+    assert PortSettings(port=9).port == 9
+
+
+def test_dotenv_file_is_read_by_variable_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("EXAI_TEST_PORT=7001\nPORT=5\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(PortSettings).port == 7001
