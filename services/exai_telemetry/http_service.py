@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,6 +18,8 @@ from fastapi.responses import JSONResponse
 from opentelemetry import context, trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exai_telemetry.correlation import (
@@ -28,8 +31,10 @@ from exai_telemetry.correlation import (
     with_correlation_id,
 )
 from exai_telemetry.health import Probe, evaluate
-from exai_telemetry.settings import ServiceSettings
-from exai_telemetry.setup import Telemetry
+from exai_telemetry.settings import ServiceSettings, load_settings
+from exai_telemetry.setup import Telemetry, setup_telemetry
+
+S = TypeVar("S", bound=ServiceSettings)
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +119,40 @@ def instrument_app(app: FastAPI, telemetry: Telemetry) -> None:
     )
 
 
+class BodyLimit:
+    """413 for request bodies over `max_bytes`, whether declared in `Content-Length` or
+    streamed in chunks. `reject(max_bytes)` builds the response in the service's own
+    error shape; a streamed overflow raises an `HTTPException(413)` that the service's
+    exception handlers render the same way."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, reject: Callable[[int], Response]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.reject = reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self.reject(self.max_bytes)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI lets an HTTPException from body parsing through unchanged.
+                    raise StarletteHTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def serve(app: FastAPI, settings: ServiceSettings, port: int) -> None:
     """Run until SIGINT/SIGTERM; uvicorn stops accepting, drains in-flight requests for
     up to `EXAI_SHUTDOWN_GRACE_S`, then the app's lifespan flushes telemetry."""
@@ -127,3 +166,20 @@ def serve(app: FastAPI, settings: ServiceSettings, port: int) -> None:
         lifespan="on",
     )
     uvicorn.Server(config).run()
+
+
+def run_service(
+    service_name: str,
+    version: str,
+    settings_cls: type[S],
+    create_app: Callable[[S, Telemetry], FastAPI],
+    port: Callable[[S], int],
+) -> None:
+    """`python -m <service>`: validated settings, telemetry, serve until SIGTERM."""
+    settings = load_settings(settings_cls)
+    telemetry = setup_telemetry(service_name, version, settings)
+    try:
+        serve(create_app(settings, telemetry), settings, port(settings))
+    finally:
+        # After uvicorn has drained in-flight requests: flush what they recorded.
+        telemetry.shutdown()

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from exai_telemetry.health import ComponentHealth, Probe
-from exai_telemetry.http_service import add_health_routes, instrument_app
+from exai_telemetry.http_service import BodyLimit, add_health_routes, instrument_app
 from exai_telemetry.redaction import redact_url
 from exai_telemetry.setup import Telemetry
 from provider_proxy import __version__
@@ -40,7 +40,7 @@ from provider_proxy.errors import (
     ProxyError,
     openai_error_body,
 )
-from provider_proxy.limits import PAYLOAD_TOO_LARGE, BodyLimit
+from provider_proxy.limits import PAYLOAD_TOO_LARGE, too_large
 from provider_proxy.retry import RetryPolicy
 from provider_proxy.routing import ModelRouter
 from provider_proxy.schemas import ChatCompletionRequest
@@ -142,7 +142,7 @@ def create_app(settings: ProxySettings, telemetry: Telemetry) -> FastAPI:
 
     add_health_routes(app, probes, __version__)
     instrument_app(app, telemetry)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, reject=too_large)
     return app
 
 

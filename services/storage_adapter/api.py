@@ -26,7 +26,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exai_telemetry import names
 from storage_adapter.errors import (
@@ -176,45 +175,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, ErrorCode.INTERNAL_ERROR, "internal error")
 
 
-class BodyLimitMiddleware:
-    """413 for request bodies over ``max_bytes``, declared or streamed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for key, value in scope.get("headers", []):
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
-                return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # FastAPI passes HTTPException through its body parsing untouched.
-                    raise StarletteHTTPException(413, self._detail())
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _detail(self) -> str:
-        return f"request body over {self.max_bytes} bytes"
-
-    async def _reject(self, send: Send) -> None:
-        response = error_response(413, ErrorCode.PAYLOAD_TOO_LARGE, self._detail())
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": response.raw_headers,
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
+def too_large(max_bytes: int) -> JSONResponse:
+    """The adapter's 413 (for `exai_telemetry`'s `BodyLimit`)."""
+    return error_response(413, ErrorCode.PAYLOAD_TOO_LARGE, f"request body over {max_bytes} bytes")

@@ -12,11 +12,11 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from exai_telemetry.health import Probe
-from exai_telemetry.http_service import add_health_routes, instrument_app
+from exai_telemetry.http_service import BodyLimit, add_health_routes, instrument_app
 from exai_telemetry.redaction import redact_url
 from exai_telemetry.setup import Telemetry
 from storage_adapter import __version__
-from storage_adapter.api import BodyLimitMiddleware, install_error_handlers, router
+from storage_adapter.api import install_error_handlers, router, too_large
 from storage_adapter.cache import ConversationCache
 from storage_adapter.cache import redis as redis_cache
 from storage_adapter.cache.guard import CacheGuard
@@ -124,7 +124,7 @@ def create_app(settings: StorageSettings, telemetry: Telemetry) -> FastAPI:
         history_default=settings.history_default_limit,
         history_max=settings.history_max_limit,
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, reject=too_large)
     instrument_app(app, telemetry)
     install_error_handlers(app)
     app.include_router(router)
