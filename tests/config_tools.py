@@ -1,10 +1,11 @@
 """Shared helpers for the config tests (tests/unit/test_config_*.py).
 
-The telemetry tools (otelcol, promtool, amtool, alertmanager, …) are built from Go
-modules by deploy/local-stack/build-tools.sh into a cache outside the repo. A test that
-needs one asks :func:`tool`:
+The telemetry tools (otelcol, promtool, amtool, alertmanager, …) and the Docker Compose
+CLI plugin (docker-compose) are built from Go modules by deploy/local-stack/build-tools.sh
+into a cache outside the repo. A test that needs one asks :func:`tool`:
 
-- an explicit ``EXAI_<NAME>_BIN`` environment variable wins;
+- an explicit ``EXAI_<NAME>_BIN`` environment variable wins (``-`` becomes ``_``:
+  ``EXAI_DOCKER_COMPOSE_BIN``);
 - a tool already built is used as is;
 - a missing tool is built when ``CI=true`` (a build failure fails the test) and skips
   the test otherwise — building takes minutes; run ``make tools`` first.
@@ -35,6 +36,7 @@ TOOL_OF_BINARY = {
     "alertmanager": "alertmanager",
     "amtool": "alertmanager",
     "jaeger": "jaeger",
+    "docker-compose": "compose",
 }
 
 # What the no-Docker stack sets for the collector (everything else keeps the compose
@@ -103,8 +105,8 @@ def _built_path(binary: str) -> Path:
 
 
 def tool(binary: str) -> Path:
-    """The path of a telemetry tool binary; skips (or fails in CI) when it is missing."""
-    override = os.environ.get(f"EXAI_{binary.upper()}_BIN")
+    """The path of a tool binary; skips (or fails in CI) when it is missing."""
+    override = os.environ.get(f"EXAI_{binary.upper().replace('-', '_')}_BIN")
     if override:
         return Path(override)
     if not BUILD_TOOLS.exists():

@@ -2,8 +2,13 @@
 
 No Docker engine is needed: the file is interpolated the way compose does it, then
 validated against the Compose Specification JSON schema (tests/fixtures/compose-spec.json,
-copied from compose-go v2.16.2, the loader `docker compose` uses). When the compose
-plugin happens to be installed, `docker compose config` runs too.
+copied from compose-go v2.16.2, the loader `docker compose` uses). Then the real
+`docker compose config` renders it: the Compose CLI plugin is built from Go modules by
+deploy/local-stack/build-tools.sh (pinned in tools/versions.env, see tests/config_tools.py:
+skipped when not built yet, built or failed when CI=true) and installed for the `docker`
+client through a temporary DOCKER_CONFIG/cli-plugins/ (config needs no engine). Where
+there is no `docker` client the plugin binary runs standalone (`docker-compose config`,
+the same code).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.config_tools import REPO_ROOT, load_yaml, versions
+from tests.config_tools import REPO_ROOT, load_yaml, tool, versions
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 RAW = load_yaml("docker-compose.yml")
@@ -45,6 +50,21 @@ OUR_SERVICES = {
     "provider-proxy": ("provider_proxy", "EXAI_PROVIDER_PROXY_PORT"),
     "storage-adapter": ("storage_adapter", "EXAI_STORAGE_ADAPTER_PORT"),
     "llm-simulator": ("llm_simulator", "EXAI_LLM_SIMULATOR_PORT"),
+}
+# Every service of the stack, as `docker compose config` lists them.
+EXPECTED_SERVICES = {
+    "ws-gateway",
+    "provider-proxy",
+    "storage-adapter",
+    "llm-simulator",
+    "redis",
+    "postgres",
+    "otel-collector",
+    "prometheus",
+    "alertmanager",
+    "alert-webhook",
+    "tempo",
+    "grafana",
 }
 REQUIRED_SECRETS = {"EXAI_WS_TOKEN", "POSTGRES_PASSWORD", "GF_SECURITY_ADMIN_PASSWORD"}
 SAMPLE_ENV = {name: f"test-{name.lower()}" for name in REQUIRED_SECRETS}
@@ -125,26 +145,171 @@ def test_required_secrets_fail_fast_when_unset(secret: str) -> None:
         interpolate(RAW, env)
 
 
-def test_docker_compose_config_accepts_the_file() -> None:
-    docker = shutil.which("docker")
-    probe = (
-        subprocess.run(
-            [docker or "docker", "compose", "version"], capture_output=True, text=True, check=False
+# ------------------------------------------------------------------ docker compose config
+
+
+class Compose:
+    """`docker compose` through the pinned plugin, isolated from the user's setup.
+
+    A minimal environment (no COMPOSE_* or secret from the caller), HOME and DOCKER_CONFIG
+    in a temp dir, and `--env-file` pointing at a temp .env-like file, so a developer's own
+    .env beside docker-compose.yml is never read.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        plugin = tool("docker-compose")
+        docker = shutil.which("docker")
+        self.env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(base),
+            "DOCKER_CONFIG": str(base),
+        }
+        if docker:
+            plugins = base / "cli-plugins"
+            plugins.mkdir()
+            (plugins / "docker-compose").symlink_to(plugin)
+            self.argv = [docker, "compose"]
+        else:
+            self.argv = [str(plugin)]
+        self._files = 0
+
+    def run(
+        self, *args: str, env_file: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        self._files += 1
+        dotenv = self.base / f"env-{self._files}"
+        dotenv.write_text(
+            "".join(f"{key}={value}\n" for key, value in (env_file or {}).items()), encoding="utf-8"
         )
-        if docker
-        else None
-    )
-    if probe is None or probe.returncode != 0:
-        pytest.skip("the docker compose plugin is not installed (schema validation covers it)")
-    result = subprocess.run(
-        [docker or "docker", "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
-        cwd=REPO_ROOT,
-        env={"PATH": "/usr/bin:/bin", **SAMPLE_ENV},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+        return subprocess.run(
+            [*self.argv, "-f", str(COMPOSE_FILE), "--env-file", str(dotenv), *args],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
+    return Compose(tmp_path_factory.mktemp("docker-config"))
+
+
+@pytest.fixture(scope="module")
+def rendered(compose: Compose) -> dict[str, Any]:
+    """`docker compose config --format json` with placeholder secrets."""
+    result = compose.run("config", "--format", "json", env_file=SAMPLE_ENV)
     assert result.returncode == 0, result.stderr
+    # No warning either (obsolete attributes, unknown keys, …).
+    assert result.stderr.strip() == "", result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def test_docker_compose_runs_the_pinned_plugin(compose: Compose) -> None:
+    result = compose.run("version", "--short")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == versions()["COMPOSE_VERSION"]
+
+
+def test_docker_compose_config_lists_every_service(rendered: dict[str, Any]) -> None:
+    assert rendered["name"] == "exai"
+    assert set(rendered["services"]) == EXPECTED_SERVICES
+    assert set(rendered["services"]) == set(SERVICES)
+    assert {name: v["name"] for name, v in rendered["volumes"].items()} == {
+        name: f"exai_{name}" for name in RAW["volumes"]
+    }
+
+
+def test_docker_compose_config_publishes_only_grafana_and_the_gateway_on_loopback(
+    rendered: dict[str, Any],
+) -> None:
+    published = {
+        name: [
+            (p.get("host_ip"), str(p.get("published")), p["target"], p.get("protocol"))
+            for p in service["ports"]
+        ]
+        for name, service in rendered["services"].items()
+        if service.get("ports")
+    }
+    assert published == {
+        "ws-gateway": [("127.0.0.1", "8079", 8079, "tcp")],
+        "grafana": [("127.0.0.1", "3000", 3000, "tcp")],
+    }
+    for name, service in rendered["services"].items():
+        assert "expose" not in service, name
+        assert service.get("network_mode") in (None, "service:alertmanager"), name
+
+
+def test_docker_compose_config_pins_every_image(rendered: dict[str, Any]) -> None:
+    pinned = versions()
+    for name, service in rendered["services"].items():
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag and tag != "latest" and "/" not in tag, f"{name}: {image}"
+        if "build" in service:
+            assert image == f"exai/{name}:local", name
+        else:
+            assert re.search(r"\d+\.\d+", tag), f"{name}: {image} is not a version tag"
+    images = {name: service["image"] for name, service in rendered["services"].items()}
+    assert images["otel-collector"] == pinned["OTELCOL_IMAGE"]
+    assert images["prometheus"] == pinned["PROMETHEUS_IMAGE"]
+    assert images["alertmanager"] == pinned["ALERTMANAGER_IMAGE"]
+
+
+def test_docker_compose_config_builds_our_services_from_the_repo(rendered: dict[str, Any]) -> None:
+    for name, (module, _port_variable) in OUR_SERVICES.items():
+        build = rendered["services"][name]["build"]
+        assert Path(build["context"]) == REPO_ROOT, name
+        assert (Path(build["context"]) / build["dockerfile"]) == DOCKERFILE, name
+        assert build["args"] == {"SERVICE": module, "PORT": str(DESIGN_PORTS[name])}, name
+
+
+def test_docker_compose_config_interpolates_the_secrets(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    assert services["ws-gateway"]["environment"]["EXAI_WS_TOKEN"] == SAMPLE_ENV["EXAI_WS_TOKEN"]
+    password = SAMPLE_ENV["POSTGRES_PASSWORD"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == password
+    assert (
+        services["storage-adapter"]["environment"]["EXAI_DATABASE_URL"]
+        == f"postgresql://exai:{password}@postgres:5432/exai"
+    )
+    assert (
+        services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+        == SAMPLE_ENV["GF_SECURITY_ADMIN_PASSWORD"]
+    )
+    # Optional secrets stay empty, never a default value.
+    for service in ("provider-proxy", "storage-adapter"):
+        for key, value in services[service]["environment"].items():
+            if SECRET_NAME.search(key) and key != "EXAI_WS_TOKEN":
+                assert value == "", f"{service}.{key}"
+
+
+def test_docker_compose_config_bind_mounts_exist_in_the_repo(rendered: dict[str, Any]) -> None:
+    for name, service in rendered["services"].items():
+        for volume in service.get("volumes", []):
+            if volume["type"] == "bind":
+                source = Path(volume["source"])
+                assert source.is_relative_to(REPO_ROOT) and source.exists(), f"{name}: {source}"
+                assert volume.get("read_only") is True, f"{name}: {source} is writable"
+            else:
+                assert volume["type"] == "volume" and volume["source"] in RAW["volumes"], name
+
+
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+@pytest.mark.parametrize("secret", sorted(REQUIRED_SECRETS))
+def test_docker_compose_config_fails_fast_without_a_required_secret(
+    compose: Compose, secret: str, value: str | None
+) -> None:
+    env = {k: v for k, v in SAMPLE_ENV.items() if k != secret}
+    if value is not None:
+        env[secret] = value
+    result = compose.run("config", "--quiet", env_file=env)
+    assert result.returncode != 0
+    assert f"required variable {secret} is missing a value" in result.stderr, result.stderr
 
 
 def test_every_dependency_exists_and_waits_for_health_where_there_is_one() -> None:

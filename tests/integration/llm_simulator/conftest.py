@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +17,7 @@ from llm_simulator.app import create_app
 from llm_simulator.settings import SimulatorSettings
 from llm_simulator.state import SimulatorState
 from tests.support.asgi import serve_app
+from tests.support.sse import chunks, sse_payloads, streamed_text  # noqa: F401 (re-exported)
 from tests.support.telemetry import CapturedTelemetry
 
 # Stretch every timing bound on a slow machine: EXAI_TEST_TIME_SCALE=3 pytest …
@@ -64,28 +64,6 @@ def chat_body(
     provider: str, prompt: str = "What is the capital of France?", **extra: Any
 ) -> dict[str, Any]:
     return {"model": MODEL[provider], "messages": [{"role": "user", "content": prompt}], **extra}
-
-
-async def sse_payloads(response: httpx.Response) -> list[str]:
-    """The `data:` payloads of an SSE response, in order (`[DONE]` included)."""
-    payloads = []
-    async for line in response.aiter_lines():
-        if line.startswith("data: "):
-            payloads.append(line.removeprefix("data: "))
-        else:
-            assert line == "", f"unexpected SSE line {line!r}"
-    return payloads
-
-
-def chunks(payloads: list[str]) -> list[dict[str, Any]]:
-    assert payloads[-1] == "[DONE]"
-    return [json.loads(p) for p in payloads[:-1]]
-
-
-def streamed_text(parsed: list[dict[str, Any]]) -> str:
-    return "".join(
-        choice["delta"].get("content") or "" for chunk in parsed for choice in chunk["choices"]
-    )
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +29,7 @@ from llm_simulator.state import SimulatorState
 from provider_proxy.app import ProxyState, create_app
 from provider_proxy.settings import ProxySettings
 from tests.support.asgi import serve_app
+from tests.support.sse import chunks, sse_payloads, streamed_text  # noqa: F401 (re-exported)
 from tests.support.telemetry import CapturedTelemetry
 
 # Stretch every timing bound on a slow machine: EXAI_TEST_TIME_SCALE=3 pytest …
@@ -156,27 +156,6 @@ def chat_body(provider: str = "kimi", **extra: Any) -> dict[str, Any]:
         ],
         **extra,
     }
-
-
-async def sse_payloads(response: httpx.Response) -> list[str]:
-    payloads = []
-    async for line in response.aiter_lines():
-        if line.startswith("data: "):
-            payloads.append(line.removeprefix("data: "))
-        else:
-            assert line == "", f"unexpected SSE line {line!r}"
-    return payloads
-
-
-def chunks(payloads: list[str]) -> list[dict[str, Any]]:
-    assert payloads[-1] == "[DONE]"
-    return [json.loads(p) for p in payloads[:-1]]
-
-
-def streamed_text(parsed: list[dict[str, Any]]) -> str:
-    return "".join(
-        choice["delta"].get("content") or "" for chunk in parsed for choice in chunk["choices"]
-    )
 
 
 async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout_s: float = 5.0) -> None:
