@@ -29,7 +29,7 @@ tools: ## build otelcol, Prometheus, Alertmanager, Jaeger from Go modules (cache
 run: install tools ## run the whole system locally (no Docker): services + collector + Prometheus + Alertmanager + Jaeger
 	@$(PY) deploy/local-stack/stack.py run
 
-test: install tools ## all tests: unit, integration (real Redis/Postgres), e2e (real telemetry stack), config tools
+test: install tools lint typecheck ## lint + mypy --strict, then every test: unit, integration (real Redis/Postgres), e2e (real stack)
 	@$(PY) -m pytest -q
 
 test-unit: install ## unit tests only
