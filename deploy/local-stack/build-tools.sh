@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build the telemetry tools of the no-Docker stack from Go modules, at the versions pinned in
-# deploy/local-stack/tools/versions.env, into a cache OUTSIDE the repo so that every clone on
-# the machine reuses them:
+# Build the telemetry tools of the no-Docker stack (and the Docker Compose CLI plugin that the
+# tests use) from Go modules, at the versions pinned in deploy/local-stack/tools/versions.env,
+# into a cache OUTSIDE the repo so that every clone on the machine reuses them:
 #
 #   ${EXAI_TOOLS_DIR:-$HOME/.cache/exai/tools}/<tool>-<version>/<binaries>
 #
@@ -9,13 +9,16 @@
 #   prometheus-3.16.0/{prometheus,promtool}
 #   alertmanager-0.35.0/{alertmanager,amtool}
 #   jaeger-2.13.0/jaeger               Jaeger v2 (module v1.76.0)
+#   compose-5.6.0/docker-compose       Docker Compose CLI plugin (for `docker compose config`
+#                                      in the tests; needs no Docker engine)
 #
 # Usage:
 #   build-tools.sh [build] [TOOL...]   build what is missing (default: all), print a summary,
 #                                      write ${EXAI_TOOLS_DIR}/env.sh
 #   build-tools.sh path BINARY         print the absolute path of BINARY (otelcol, prometheus,
-#                                      promtool, alertmanager, amtool, jaeger), building it first
-#                                      if missing; progress goes to stderr, only the path to stdout
+#                                      promtool, alertmanager, amtool, jaeger, docker-compose —
+#                                      `compose` is accepted for it), building it first if
+#                                      missing; progress goes to stderr, only the path to stdout
 #   build-tools.sh env                 print shell assignments (EXAI_OTELCOL_BIN=… etc.), building
 #                                      what is missing
 #   build-tools.sh list                print TOOL VERSION STATUS DIR for each tool; builds nothing
@@ -29,7 +32,8 @@
 # Environment:
 #   EXAI_TOOLS_DIR       cache root (default $HOME/.cache/exai/tools)
 #   EXAI_TOOLS_GOCACHE   Go build cache for these builds (default $EXAI_TOOLS_DIR/.go-build)
-#   GOTOOLCHAIN          defaults to "local": the machine's Go (>= 1.26.7 needed) is used as is
+#   GOTOOLCHAIN          defaults to "local": the machine's Go (>= 1.26.7 needed; compose
+#                        v5.6.0 needs >= 1.26.8) is used as is
 #   GOMODCACHE, GOPROXY  honoured as usual (the module proxy is the only network access needed)
 set -euo pipefail
 
@@ -38,7 +42,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/tools/versions.env"
 
 TOOLS_DIR="${EXAI_TOOLS_DIR:-${HOME:-/root}/.cache/exai/tools}"
-ALL_TOOLS=(otelcol prometheus alertmanager jaeger)
+ALL_TOOLS=(otelcol prometheus alertmanager jaeger compose)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -50,6 +54,7 @@ tool_version() {
     prometheus) echo "$PROMETHEUS_VERSION" ;;
     alertmanager) echo "$ALERTMANAGER_VERSION" ;;
     jaeger) echo "$JAEGER_VERSION" ;;
+    compose) echo "$COMPOSE_VERSION" ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -59,6 +64,7 @@ tool_binaries() {
     prometheus) echo prometheus promtool ;;
     alertmanager) echo alertmanager amtool ;;
     jaeger) echo jaeger ;;
+    compose) echo docker-compose ;;
   esac
 }
 binary_tool() {
@@ -67,7 +73,8 @@ binary_tool() {
     prometheus | promtool) echo prometheus ;;
     alertmanager | amtool) echo alertmanager ;;
     jaeger) echo jaeger ;;
-    *) die "unknown binary '$1' (known: otelcol prometheus promtool alertmanager amtool jaeger)" ;;
+    docker-compose | compose) echo compose ;;
+    *) die "unknown binary '$1' (known: otelcol prometheus promtool alertmanager amtool jaeger docker-compose)" ;;
   esac
 }
 tool_src() { # the Go module that is built
@@ -104,6 +111,7 @@ build_flags() {
     prometheus) echo "-trimpath -tags=netgo -ldflags=-s -w -X prometheus/common/version.*" ;;
     alertmanager) echo "-trimpath -tags=netgo -ldflags=-s -w -X prometheus/common/version.* ui=placeholder.gz" ;;
     jaeger) echo "-trimpath -ldflags=-s -w -X jaeger/internal/version.*" ;;
+    compose) echo "-trimpath -ldflags=-s -w -X compose/internal.Version" ;;
   esac
 }
 inputs_hash() {
@@ -204,6 +212,17 @@ build_jaeger() {
     -o "$out/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
 }
 
+build_compose() {
+  local src="$1" out="$2"
+  check_pin "$src" github.com/docker/compose/v5 "v$COMPOSE_VERSION"
+  # As upstream's Makefile builds it (CGO off, -trimpath, internal.Version set), minus the
+  # `e2e` tag, which only selects test files. The binary works standalone (docker-compose …)
+  # and as a Docker CLI plugin (~/.docker/cli-plugins/docker-compose → `docker compose …`).
+  (cd "$src" && go build -trimpath \
+    -ldflags "-s -w -X github.com/docker/compose/v5/internal.Version=v$COMPOSE_VERSION" \
+    -o "$out/docker-compose" github.com/docker/compose/v5/cmd)
+}
+
 # ---------------------------------------------------------------------------- orchestration
 declare -A RESULT=() ELAPSED=()
 
@@ -273,7 +292,7 @@ env_lines() { # shell assignments for every tool that is present
   for tool in "${ALL_TOOLS[@]}"; do
     present "$tool" || continue
     for bin in $(tool_binaries "$tool"); do
-      var="EXAI_$(echo "$bin" | tr '[:lower:]' '[:upper:]')_BIN"
+      var="EXAI_$(echo "$bin" | tr '[:lower:]' '[:upper:]' | tr - _)_BIN"
       echo "export $var='$(tool_dir "$tool")/$bin'"
     done
   done
@@ -299,7 +318,7 @@ cmd_build() {
       cached) [[ ${ELAPSED[$tool]} -gt 0 ]] && what="cached (waited ${ELAPSED[$tool]}s)" ;;
     esac
     for bin in $(tool_binaries "$tool"); do
-      printf '[tools]   %-13s %-8s %-16s %s\n' "$bin" "$(tool_version "$tool")" "$what" "$(tool_dir "$tool")/$bin"
+      printf '[tools]   %-14s %-8s %-16s %s\n' "$bin" "$(tool_version "$tool")" "$what" "$(tool_dir "$tool")/$bin"
     done
   done
   echo "[tools] env file: $TOOLS_DIR/env.sh  (or: $0 path <binary>)"
@@ -307,11 +326,12 @@ cmd_build() {
 
 cmd_path() {
   [[ $# -eq 1 ]] || die "usage: $0 path BINARY"
-  local tool
-  tool="$(binary_tool "$1")"
+  local tool bin="$1"
+  tool="$(binary_tool "$bin")"
+  [[ "$bin" == compose ]] && bin=docker-compose
   ensure "$tool"
   write_env
-  echo "$(tool_dir "$tool")/$1"
+  echo "$(tool_dir "$tool")/$bin"
 }
 
 cmd_env() {
@@ -336,6 +356,6 @@ case "${1:-build}" in
   list) cmd_list ;;
   clean-gocache) rm -rf "${EXAI_TOOLS_GOCACHE:-$TOOLS_DIR/.go-build}"; log "removed Go build cache" ;;
   -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
-  otelcol | prometheus | alertmanager | jaeger) cmd_build "$@" ;;
+  otelcol | prometheus | alertmanager | jaeger | compose) cmd_build "$@" ;;
   *) die "unknown command '$1' (try: $0 --help)" ;;
 esac

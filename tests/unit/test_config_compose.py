@@ -158,7 +158,7 @@ class Compose:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        plugin = tool("docker-compose")
+        plugin = tool("docker-compose").resolve()
         docker = shutil.which("docker")
         self.env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
