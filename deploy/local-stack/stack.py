@@ -133,6 +133,16 @@ def processes(var: Path, overrides: Mapping[str, str] | None = None) -> list[Pro
         procs.append(pg[0])
         storage_env["EXAI_DATABASE_URL"] = pg[1]
 
+    if overrides.get("EXAI_ALERT_WEBHOOK") != "external":
+        # Alertmanager delivers every notification to 127.0.0.1:9095/alerts; this logs
+        # them (the end-to-end tests bring their own receiver instead).
+        procs.append(
+            Proc(
+                "alert-webhook",
+                [py, str(ROOT / "deploy/docker/alert_webhook.py")],
+                ready_url="http://127.0.0.1:9095/health",
+            )
+        )
     tel = telemetry_env(overrides)
     procs += [
         Proc(
@@ -239,6 +249,7 @@ EXAI local stack (no Docker) — Ctrl-C stops everything
   llm-simulator   http://127.0.0.1:8099    (stands in for Kimi/GLM without API keys)
   Jaeger UI       http://127.0.0.1:16686   (search tag exai.correlation_id=<id>)
   Prometheus      http://127.0.0.1:9090    Alertmanager http://127.0.0.1:9093
+  alerts          delivered to 127.0.0.1:9095/alerts and printed here (alert-webhook)
   collector       OTLP 127.0.0.1:4317 (gRPC) / 4318 (HTTP), health :13133
 {token_line}
 First request:

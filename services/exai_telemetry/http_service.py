@@ -38,7 +38,9 @@ S = TypeVar("S", bound=ServiceSettings)
 
 logger = logging.getLogger(__name__)
 
-HEALTH_PATHS = "/health,/health/live,/health/ready"
+# Regexes searched in the full request URL (scheme://host/path): anchored so that a
+# conversation called "healthcare-1" is still traced.
+HEALTH_PATHS = r"^[a-z]+://[^/]+/health(/live|/ready)?/?$"
 
 
 def add_health_routes(app: FastAPI, probes: Callable[[], Sequence[Probe]], version: str) -> None:

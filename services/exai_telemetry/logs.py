@@ -15,6 +15,25 @@ from exai_telemetry.redaction import SecretRegistry, scrub_any
 
 _HANDLER_NAME = "exai-json"
 
+# Libraries whose DEBUG/INFO output carries payloads: SQL parameters (message content),
+# WebSocket frames (the hello token, prompts), request URLs. They stay at WARNING even
+# when EXAI_LOG_LEVEL=DEBUG; our own modules log what matters, redacted.
+QUIET_LIBRARIES = (
+    "aiosqlite",
+    "asyncpg",
+    "sqlalchemy",
+    "httpcore",
+    "httpx",
+    "hpack",
+    "urllib3",
+    "websockets",
+    "redis",
+    "openai",
+    "multipart",
+    "supabase",
+    "postgrest",
+)
+
 
 class TraceContextFilter(logging.Filter):
     """Adds the active trace, span and correlation IDs; scrubs registered secrets."""
@@ -67,6 +86,8 @@ def configure_logging(service_name: str, level: str, registry: SecretRegistry) -
         )
     )
     root.addHandler(handler)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     # uvicorn's access log repeats what the HTTP server spans already record, and its
     # request line may carry query strings.
     logging.getLogger("uvicorn.access").disabled = True

@@ -50,6 +50,8 @@ def stack(webhook: AlertWebhook) -> Iterator[RunningStack]:
         "EXAI_RETRY_MAX_DELAY_S": "0.2",
         "EXAI_CIRCUIT_COOLDOWN_S": "2",
         "EXAI_ENVIRONMENT": "e2e",
+        # The tests' own receiver listens on 127.0.0.1:9095 instead of the stack's logger.
+        "EXAI_ALERT_WEBHOOK": "external",
     }
     try:
         with local_stack(var, overrides) as running:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
 from opentelemetry import context
 
 from exai_telemetry.correlation import (
@@ -9,6 +11,7 @@ from exai_telemetry.correlation import (
     normalize_correlation_id,
     with_correlation_id,
 )
+from exai_telemetry.http_service import add_health_routes, instrument_app
 from tests.support.telemetry import CapturedTelemetry
 
 
@@ -57,3 +60,22 @@ def test_client_ids_are_accepted_only_when_safe() -> None:
     assert normalize_correlation_id("has space") is None
     assert normalize_correlation_id('inj"ect\n') is None
     assert normalize_correlation_id(42) is None
+
+
+async def test_health_probes_are_not_traced_but_lookalike_paths_are(
+    captured: CapturedTelemetry,
+) -> None:
+    telemetry, _ = captured.build("svc")
+    app = FastAPI()
+
+    @app.get("/v1/conversations/{cid}")
+    async def conversation(cid: str) -> dict[str, str]:
+        return {"id": cid}
+
+    add_health_routes(app, list, "1")
+    instrument_app(app, telemetry)
+    async with AsyncClient(transport=ASGITransport(app), base_url="http://svc") as client:
+        for path in ("/health", "/health/live", "/health/ready", "/v1/conversations/healthcare-1"):
+            assert (await client.get(path)).status_code == 200
+    names = [s.name for s in captured.spans()]
+    assert names == ["GET /v1/conversations/{cid}"]

@@ -126,3 +126,23 @@ def test_dotenv_file_is_read_by_variable_name(
     (tmp_path / ".env").write_text("EXAI_TEST_PORT=7001\nPORT=5\n")
     monkeypatch.chdir(tmp_path)
     assert load_settings(PortSettings).port == 7001
+
+
+def test_debug_level_never_lets_library_payload_logs_through(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("svc", "DEBUG", SecretRegistry())
+    try:
+        # What aiosqlite / websockets print at DEBUG: statement parameters and frames.
+        logging.getLogger("aiosqlite").debug("executing %s", ("user", "PROMPT-TEXT-123"))
+        logging.getLogger("websockets.server").debug('< TEXT \'{"op":"hello","token":"t"}\'')
+        logging.getLogger("httpx").info("HTTP Request: GET http://x/?token=abc")
+        logging.getLogger("exai.app").debug("our own debug line")
+    finally:
+        for handler in list(logging.getLogger().handlers):
+            if handler.get_name() == "exai-json":
+                logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(logging.WARNING)
+    out = capsys.readouterr().out
+    assert "PROMPT-TEXT-123" not in out and '"op"' not in out and "token=abc" not in out
+    assert "our own debug line" in out
