@@ -65,8 +65,14 @@ class SecretRegistry:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        text = _BEARER.sub(r"\1 " + REDACTED, text)
-        return _QUERY_SECRET.sub(r"\1" + REDACTED, text)
+        # Most attribute values are short identifiers: skip the regexes unless the text
+        # could hold a bearer token or a query parameter (this runs for every string
+        # attribute of every exported span).
+        if " " in text:
+            text = _BEARER.sub(r"\1 " + REDACTED, text)
+        if "=" in text:
+            text = _QUERY_SECRET.sub(r"\1" + REDACTED, text)
+        return text
 
 
 def redact_url(url: str) -> str:
