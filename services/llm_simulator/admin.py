@@ -5,6 +5,8 @@ test double that listens on loopback or a private network only.
                              `{"mode": "none"}` clears
 - `GET/POST /admin/latency` `{"ms"?, "tokens_per_s"?}`; omitted fields keep their value
 - `GET /admin/stats`         requests, injected faults, hanging requests, open streams, disconnects
+- `GET /admin/last-request`  the header *names* (never values) of the last chat request,
+                             `{"provider", "header_names"}`; `{}` before the first
 - `POST /admin/reset`        start-up faults and latency, counters cleared
 """
 
@@ -78,6 +80,11 @@ def admin_router(state: SimulatorState) -> APIRouter:
     @router.get("/stats")
     async def get_stats() -> dict[str, Any]:
         return state.stats.as_json()
+
+    @router.get("/last-request")
+    async def get_last_request() -> dict[str, Any]:
+        seen = state.last_headers
+        return seen.as_json() if seen is not None else {}
 
     @router.post("/reset")
     async def reset() -> dict[str, Any]:

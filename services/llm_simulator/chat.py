@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 FAULT_ATTRIBUTE = "exai.simulator.fault"
 CLIENT_CLOSED_REQUEST = 499  # nginx's code: nobody reads it, but spans and logs do
+OTHER_MODEL = "other"  # `gen_ai.request.model` of a request for a model nobody serves
 
 
 def check_auth(authorization: str | None) -> None:
@@ -58,14 +59,30 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _annotate_request(provider: Provider, chat: ChatRequest, fault: FaultMode) -> None:
+def model_label(provider: Provider, model: str) -> str:
+    """The model as a span attribute: one of the provider's models, else `other`.
+
+    `gen_ai.request.model` is a span-metrics dimension in the collector, so a client
+    making up model names must not make up Prometheus series."""
+    return model if model in provider.models else OTHER_MODEL
+
+
+def _annotate_provider(provider: Provider) -> None:
     span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    span.set_attribute(gen_ai.GEN_AI_OPERATION_NAME, "chat")
-    span.set_attribute(gen_ai.GEN_AI_PROVIDER_NAME, provider.name)
-    span.set_attribute(gen_ai.GEN_AI_REQUEST_MODEL, chat.model)
-    if fault is not FaultMode.NONE:
+    if span.is_recording():
+        span.set_attribute(gen_ai.GEN_AI_OPERATION_NAME, "chat")
+        span.set_attribute(gen_ai.GEN_AI_PROVIDER_NAME, provider.name)
+
+
+def _annotate_model(provider: Provider, chat: ChatRequest) -> None:
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(gen_ai.GEN_AI_REQUEST_MODEL, model_label(provider, chat.model))
+
+
+def _annotate_fault(fault: FaultMode) -> None:
+    span = trace.get_current_span()
+    if span.is_recording() and fault is not FaultMode.NONE:
         span.set_attribute(FAULT_ATTRIBUTE, fault.value)
 
 
@@ -97,9 +114,12 @@ def provider_router(
     @router.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
         state.stats.requests[provider.name] += 1
+        state.note_headers(provider.name, request.headers.keys())
+        _annotate_provider(provider)
         try:
             check_auth(request.headers.get("authorization"))
             chat = parse_chat_request(await _read_body(request))
+            _annotate_model(provider, chat)
             if chat.model not in provider.models:
                 raise ApiError(
                     ErrorKind.MODEL_NOT_FOUND, f"model not found: {chat.model} ({provider.name})"
@@ -108,7 +128,7 @@ def provider_router(
         except ApiError as exc:
             return error_response(provider, exc)
 
-        _annotate_request(provider, chat, fault)
+        _annotate_fault(fault)
         if fault is not FaultMode.NONE:
             state.stats.faults[fault.value] += 1
             logger.info("injecting fault %s into %s %s", fault.value, provider.name, chat.model)

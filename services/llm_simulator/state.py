@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,6 +64,17 @@ class Stats:
         }
 
 
+@dataclass(frozen=True)
+class SeenHeaders:
+    """The header *names* of the last chat request (never values: one is a bearer key)."""
+
+    provider: ProviderName
+    names: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"provider": self.provider, "header_names": list(self.names)}
+
+
 def parse_fault_header(value: str) -> FaultMode:
     try:
         return FaultMode(value.strip().lower())
@@ -80,6 +92,7 @@ class SimulatorState:
         self.faults = FaultConfig()
         self.latency = Latency()
         self.stats = Stats()
+        self.last_headers: SeenHeaders | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -88,6 +101,11 @@ class SimulatorState:
         self.configure_faults(s.fault_mode, s.fault_rate, s.fault_provider)
         self.latency = Latency(s.latency_ms, s.tokens_per_s)
         self.stats = Stats()
+        self.last_headers = None
+
+    def note_headers(self, provider: ProviderName, names: Iterable[str]) -> None:
+        """Remember which headers the last chat request carried (names only)."""
+        self.last_headers = SeenHeaders(provider, tuple(sorted({n.lower() for n in names})))
 
     def configure_faults(
         self,

@@ -3,11 +3,16 @@
 Both adapters always run; only their base URLs change. Without an API key a provider
 points at the llm-simulator with a placeholder key (the simulator wants *a* bearer
 token, as the real APIs do), so the same code path is exercised in demos and tests.
+
+Trace context (`traceparent`, `baggage`) goes only to upstreams that are ours: the
+llm-simulator's host (`EXAI_SIMULATOR_URL`) or a loopback address. Any other host — the
+real Kimi and GLM APIs above all — gets neither (see :attr:`Endpoint.propagate_context`).
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -33,6 +38,10 @@ class Endpoint:
     base_url: str
     api_key: SecretStr
     simulated: bool  # no API key configured: placeholder key
+    # Send `traceparent` and `baggage` (our correlation ID) with each request? Only to
+    # our own services; a third-party API learns nothing of our traces (W3C trace
+    # context to third parties is optional, and baggage is internal data).
+    propagate_context: bool = False
 
     @property
     def address(self) -> str:
@@ -130,6 +139,7 @@ def _build(cls: type[ProviderAdapter], settings: ProxySettings) -> ProviderAdapt
         base_url=base_url,
         api_key=key if key is not None else SecretStr(PLACEHOLDER_KEY),
         simulated=key is None,
+        propagate_context=is_internal_url(base_url, settings.simulator_url),
     )
     timeouts = Timeouts(
         connect_s=getattr(settings, f"{name}_connect_timeout_s"),
@@ -137,6 +147,25 @@ def _build(cls: type[ProviderAdapter], settings: ProxySettings) -> ProviderAdapt
         deadline_s=getattr(settings, f"{name}_deadline_s"),
     )
     return cls(endpoint, timeouts)
+
+
+def is_internal_url(url: str, simulator_url: str) -> bool:
+    """Is `url` one of ours: on the llm-simulator's host, or on loopback (this machine)?
+
+    Whether a key is configured does not matter: tests and demos point keyed providers
+    at a simulator, and a keyless provider may be pointed anywhere.
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if not host:
+        return False
+    if host == (urlsplit(simulator_url).hostname or "").lower():
+        return True
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def startup_note(adapter: ProviderAdapter) -> str | None:

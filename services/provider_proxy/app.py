@@ -69,7 +69,35 @@ class ProxyState:
         return {name: breaker.state for name, breaker in self.breakers.items()}
 
 
-def _http_client(adapter: ProviderAdapter, telemetry: Telemetry) -> httpx.AsyncClient:
+# Headers the W3C propagators write: trace context and baggage.
+TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate", "baggage")
+
+
+class WithoutTraceContext(httpx.AsyncBaseTransport):
+    """A transport that removes trace-context and baggage headers before sending.
+
+    It sits *under* the httpx instrumentation, which injects the headers just before it
+    calls the transport: the CLIENT span is still recorded here, with the correlation
+    ID, but the third party sees neither our trace IDs nor our baggage.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for name in TRACE_CONTEXT_HEADERS:
+            request.headers.pop(name, None)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _http_client(
+    adapter: ProviderAdapter,
+    telemetry: Telemetry,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
     timeouts = adapter.timeouts
     client = httpx.AsyncClient(
         base_url=adapter.endpoint.base_url,
@@ -77,14 +105,35 @@ def _http_client(adapter: ProviderAdapter, telemetry: Telemetry) -> httpx.AsyncC
         timeout=httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         follow_redirects=False,
+        transport=transport,
     )
+    if not adapter.endpoint.propagate_context:
+        # Trace context and baggage stay inside: only the llm-simulator (our service,
+        # whose spans belong in the caller's trace) gets them. For a third-party API
+        # both are dropped — baggage carries our correlation ID, and W3C trace context
+        # to a third party is optional and useless to us (its spans never reach our
+        # collector). Every transport is wrapped, including the environment's proxy
+        # mounts (HTTPS_PROXY), before the instrumentation wraps them in turn.
+        client._transport = WithoutTraceContext(client._transport)
+        client._mounts = {
+            pattern: None if mounted is None else WithoutTraceContext(mounted)
+            for pattern, mounted in client._mounts.items()
+        }
     HTTPXClientInstrumentor.instrument_client(
         client, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
     )
     return client
 
 
-def create_app(settings: ProxySettings, telemetry: Telemetry) -> FastAPI:
+def create_app(
+    settings: ProxySettings,
+    telemetry: Telemetry,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """`upstream_transport` (tests only) carries every provider request instead of the
+    network, e.g. an `httpx.ASGITransport` around an llm-simulator app, so that a
+    provider can have a third-party base URL without any traffic leaving the process."""
     adapters = build_adapters(settings)
     breakers = {
         name: CircuitBreaker(
@@ -111,7 +160,10 @@ def create_app(settings: ProxySettings, telemetry: Telemetry) -> FastAPI:
             note = startup_note(adapter)
             if note is not None:
                 logger.info("%s", note)
-        clients = {name: _http_client(adapter, telemetry) for name, adapter in adapters.items()}
+        clients = {
+            name: _http_client(adapter, telemetry, upstream_transport)
+            for name, adapter in adapters.items()
+        }
         upstreams = {
             name: Upstream(
                 adapters[name],
@@ -123,7 +175,12 @@ def create_app(settings: ProxySettings, telemetry: Telemetry) -> FastAPI:
             for name in adapters
         }
         state.service = ChatService(
-            upstreams, router, PriceTable(prices), telemetry.tracer("provider_proxy"), metrics
+            upstreams,
+            router,
+            PriceTable(prices),
+            telemetry.tracer("provider_proxy"),
+            metrics,
+            capture_content=telemetry.capture_content,
         )
         try:
             yield

@@ -70,16 +70,20 @@ class ChatService:
         prices: PriceTable,
         tracer: trace.Tracer,
         metrics: ProxyMetrics,
+        *,
+        capture_content: bool = False,
     ) -> None:
         self._upstreams = upstreams
         self._router = router
         self._prices = prices
         self._tracer = tracer
         self._metrics = metrics
+        self._capture_content = capture_content
 
     async def complete(self, body: JsonObject) -> JsonObject:
         """The OpenAI-shaped completion for a non-streaming request."""
         (completion, meta), call, target, _ = await self._call(body, Upstream.complete)
+        call.observe_completion(completion)
         self._succeeded(call, target, meta)
         return completion
 
@@ -146,6 +150,7 @@ class ChatService:
             chunk: JsonObject | None = stream.first
             while chunk is not None:
                 chunk = accumulator.absorb(chunk)
+                call.observe_chunk(chunk)
                 # A usage-only chunk (no choices) is the proxy's to send, once, at the end.
                 if chunk["choices"]:
                     if pending is not None:
@@ -195,6 +200,7 @@ class ChatService:
             label,
             upstream.breaker.state,
             body,
+            capture_content=self._capture_content,
         )
 
     def _may_fall_back(

@@ -3,13 +3,22 @@
 Span tree of one request::
 
     POST /v1/chat/completions        SERVER  (FastAPI instrumentation)
-     └── chat {model}                CLIENT  one per logical call (primary, fallback)
+     └── chat {model label}          CLIENT  one per logical call (primary, fallback)
           └── attempt {n}            INTERNAL  one per upstream attempt
                └── POST              CLIENT  (httpx instrumentation)
 
 `exai.provider.retries`, `exai.provider.fallback` and `exai.provider.circuit_state`
 go on the request (server) span, where the collector's tail sampling looks; the
 `chat` spans carry their own retries and circuit state too.
+
+The collector's span-metrics connector turns the span name and `gen_ai.request.model`
+into Prometheus labels, so both use the *model label*: the model as configured, or
+`other` for any name outside the configured list (`kimi-*` routes any `kimi-…` a
+client makes up). The name the client sent is kept in `exai.request.model_raw` — a span
+attribute no metric uses — when it differs from the label.
+
+With `EXAI_CAPTURE_CONTENT=true` the `chat` span also carries `gen_ai.input.messages`
+and `gen_ai.output.messages` (see :mod:`provider_proxy.content`); never otherwise.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from opentelemetry.util.types import AttributeValue
 from exai_telemetry import names
 from provider_proxy.adapters import ProviderAdapter
 from provider_proxy.completions import ResponseMeta
+from provider_proxy.content import StreamOutput, completion_output, input_messages
 from provider_proxy.errors import ProxyError
 from provider_proxy.types import (
     AttemptOutcome,
@@ -46,6 +56,8 @@ from provider_proxy.types import (
 
 CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
 CANCELLED = "cancelled"
+# Span-only (never a metric attribute): the requested model when it is not its label.
+REQUEST_MODEL_RAW = "exai.request.model_raw"
 Outcome = Literal["ok", "error", "cancelled"]
 
 # Request parameters worth a span attribute (never message content).
@@ -92,7 +104,7 @@ class ProxyMetrics:
 
 
 class ChatCall:
-    """One logical call to one provider: its `chat {model}` span and its metrics.
+    """One logical call to one provider: its `chat {model label}` span and its metrics.
 
     Started in the request's context; finished exactly once by :meth:`succeed`,
     :meth:`fail` or :meth:`cancel` — possibly later, from the streaming response.
@@ -107,7 +119,11 @@ class ChatCall:
         model_label: str,
         circuit_state: CircuitStateName,
         body: JsonObject,
+        *,
+        capture_content: bool = False,
     ) -> None:
+        """`model` is what is asked of the provider; `model_label` its bounded name
+        for span names and metric attributes (the model if configured, else `other`)."""
         self.provider = adapter.name
         self.model = model
         self._metrics = metrics
@@ -120,7 +136,7 @@ class ChatCall:
         attributes: dict[str, AttributeValue] = {
             gen_ai.GEN_AI_OPERATION_NAME: CHAT,
             gen_ai.GEN_AI_PROVIDER_NAME: adapter.name,
-            gen_ai.GEN_AI_REQUEST_MODEL: model,
+            gen_ai.GEN_AI_REQUEST_MODEL: model_label,
             gen_ai.GEN_AI_REQUEST_STREAM: bool(body.get("stream")),
             SERVER_ADDRESS: adapter.endpoint.address,
             SERVER_PORT: adapter.endpoint.port,
@@ -130,7 +146,17 @@ class ChatCall:
             value = body.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 attributes[attribute] = value
-        self.span = tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
+        if model != model_label:
+            attributes[REQUEST_MODEL_RAW] = model
+        # Content only on opt-in (the exporter drops it again when capture is off).
+        self._output: StreamOutput | None = None
+        if capture_content:
+            attributes[gen_ai.GEN_AI_INPUT_MESSAGES] = input_messages(body.get("messages"))
+            self._output = StreamOutput()
+        self._completion: JsonObject | None = None
+        self.span = tracer.start_span(
+            f"{CHAT} {model_label}", kind=SpanKind.CLIENT, attributes=attributes
+        )
         self.context: Context = trace.set_span_in_context(self.span, otel_context.get_current())
         self.retries = 0
         self._started = time.perf_counter()
@@ -143,6 +169,16 @@ class ChatCall:
             kind=SpanKind.INTERNAL,
             attributes={names.PROVIDER_ATTEMPT: number},
         )
+
+    def observe_completion(self, completion: JsonObject) -> None:
+        """The (non-streamed) completion, for `gen_ai.output.messages` if captured."""
+        if self._output is not None:
+            self._completion = completion
+
+    def observe_chunk(self, chunk: JsonObject) -> None:
+        """One streamed chunk, for `gen_ai.output.messages` if captured."""
+        if self._output is not None:
+            self._output.absorb(chunk)
 
     def note_retry(self, reason: RetryReason) -> None:
         self.retries += 1
@@ -167,6 +203,13 @@ class ChatCall:
                 span.set_attribute(names.CACHED_TOKENS, usage.cached_tokens)
             if cost_usd is not None:
                 span.set_attribute(names.COST_USD, cost_usd)
+            if self._output is not None:
+                output = (
+                    completion_output(self._completion)
+                    if self._completion is not None
+                    else self._output.as_json()
+                )
+                span.set_attribute(gen_ai.GEN_AI_OUTPUT_MESSAGES, output)
         self._end("ok", None)
         labels = self._labels
         if usage is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.llm_simulator.conftest import (
+    API_KEY,
     AUTH,
     TIME_SCALE,
     Simulator,
@@ -128,3 +130,24 @@ async def test_health_endpoints(client: httpx.AsyncClient) -> None:
     health = (await client.get("/health")).json()
     assert health["status"] == "healthy"  # a fault is a feature here, not an outage
     assert health["components"]["fault_injection"]["mode"] == "hang"
+
+
+async def test_last_request_shows_header_names_never_values(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
+    assert (await client.get("/admin/last-request")).json() == {}
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    response = await client.post(
+        sim.chat_url("glm"),
+        json=chat_body("glm"),
+        headers={"traceparent": traceparent, "baggage": "exai.correlation_id=c-1"},
+    )
+    assert response.status_code == 200
+    seen = (await client.get("/admin/last-request")).json()
+    assert seen["provider"] == "glm"
+    assert {"authorization", "traceparent", "baggage"} <= set(seen["header_names"])
+    dumped = json.dumps(seen)
+    for value in (API_KEY, traceparent, "c-1", "Bearer"):
+        assert value not in dumped
+    await client.post("/admin/reset")
+    assert (await client.get("/admin/last-request")).json() == {}

@@ -107,3 +107,24 @@ async def test_health_probes_are_not_traced(
     await client.get("/admin/stats")
     await server_span(captured, "GET /admin/stats")
     assert not [s for s in captured.spans_of("llm-simulator") if "health" in s.name]
+
+
+@pytest.mark.parametrize("provider", ["kimi", "glm"])
+async def test_made_up_models_share_one_bounded_model_label(
+    client: httpx.AsyncClient, sim: Simulator, captured: CapturedTelemetry, provider: str
+) -> None:
+    """`gen_ai.request.model` is a span-metrics dimension: a name the simulator does not
+    serve must not become a Prometheus series of its own."""
+    name = {"kimi": "POST /v1/chat/completions", "glm": "POST /api/paas/v4/chat/completions"}
+    for model in (f"{provider}-made-up-123", f"{provider}-made-up-456"):
+        response = await client.post(
+            sim.chat_url(provider), json={**chat_body(provider), "model": model}
+        )
+        assert response.status_code in (400, 404)
+    await server_span(captured, name[provider], count=2)
+    for span in named(captured, name[provider]):
+        attributes = dict(span.attributes or {})
+        assert attributes["gen_ai.request.model"] == "other"
+        assert attributes["gen_ai.provider.name"] == provider
+        assert "made-up" not in span.name
+        assert not any("made-up" in str(v) for v in attributes.values())

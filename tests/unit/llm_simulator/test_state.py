@@ -112,3 +112,16 @@ def test_latency_updates_only_the_given_fields() -> None:
     assert state.latency.as_json() == {"ms": 10, "tokens_per_s": 5}
     state.update_latency(ms=0, tokens_per_s=None)
     assert state.latency.as_json() == {"ms": 0, "tokens_per_s": 5}
+
+
+def test_last_request_headers_are_names_only_and_reset_clears_them() -> None:
+    state = make_state()
+    assert state.last_headers is None
+    state.note_headers("glm", ["Authorization", "traceparent", "X-Custom", "authorization"])
+    assert state.last_headers is not None
+    assert state.last_headers.as_json() == {
+        "provider": "glm",
+        "header_names": ["authorization", "traceparent", "x-custom"],
+    }
+    state.reset()
+    assert state.last_headers is None

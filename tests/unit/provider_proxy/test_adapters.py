@@ -10,6 +10,7 @@ from provider_proxy.adapters import (
     GlmAdapter,
     KimiAdapter,
     build_adapters,
+    is_internal_url,
     startup_note,
 )
 from provider_proxy.settings import ProxySettings
@@ -106,3 +107,53 @@ def test_unrelated_fields_pass_through() -> None:
     payload = adapter(KimiAdapter).prepare(body(tools=tools, seed=3), "m")
     assert payload["tools"] == tools
     assert payload["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "internal"),
+    [
+        ("http://127.0.0.1:8099/v1", True),  # the simulator (default EXAI_SIMULATOR_URL)
+        ("http://127.0.0.1:40123/v1", True),  # loopback, any port
+        ("http://127.8.9.10:1/v1", True),
+        ("http://[::1]:9000/v1", True),
+        ("http://localhost:9000/v1", True),
+        ("http://LOCALHOST:9000/v1", True),
+        ("https://api.moonshot.ai/v1", False),
+        ("https://open.bigmodel.cn/api/paas/v4", False),
+        ("http://glm.internal:9000/api/paas/v4", False),
+        ("http://10.0.0.5:8099/v1", False),
+        ("http://localhost.example.com/v1", False),
+    ],
+)
+def test_only_the_simulator_and_loopback_are_internal(url: str, internal: bool) -> None:
+    assert is_internal_url(url, "http://127.0.0.1:8099") is internal
+
+
+def test_the_simulators_own_host_is_internal() -> None:
+    assert is_internal_url("http://llm-simulator:8099/v1", "http://llm-simulator:8099")
+    assert not is_internal_url("http://llm-simulator:8099/v1", "http://127.0.0.1:8099")
+
+
+def test_trace_context_goes_to_the_simulator_never_to_the_real_apis() -> None:
+    adapters = build_adapters(
+        ProxySettings(kimi_api_key=SecretStr(KEY), simulator_url="http://llm-simulator:8099")
+    )
+    assert not adapters["kimi"].endpoint.propagate_context  # api.moonshot.ai
+    assert adapters["glm"].endpoint.propagate_context  # no key: the simulator
+    keyed = build_adapters(
+        ProxySettings(
+            kimi_api_key=SecretStr(KEY),
+            glm_api_key=SecretStr(KEY),
+            simulator_url="http://llm-simulator:8099",
+        )
+    )
+    assert not any(a.endpoint.propagate_context for a in keyed.values())
+    # A key pointed at a simulator (tests, demos) keeps the trace in one piece.
+    at_simulator = build_adapters(
+        ProxySettings(
+            glm_api_key=SecretStr(KEY),
+            glm_base_url="http://llm-simulator:8099/api/paas/v4",
+            simulator_url="http://llm-simulator:8099",
+        )
+    )
+    assert at_simulator["glm"].endpoint.propagate_context
