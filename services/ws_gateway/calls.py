@@ -1,9 +1,26 @@
 """Running one tool call, whatever protocol asked for it.
 
-:meth:`CallRunner.run` is the whole life of a call: its SERVER span, an in-flight slot,
-the call timeout, the tool, and exactly one ending reported to the connection
-(result, error or cancelled). The slot is released before the ending is sent, so a
-client that reacts to a result by starting its next call never sees a stale count.
+:meth:`CallRunner.start` starts a call as its own task and returns a :class:`RunningCall`
+to cancel it by; :meth:`CallRunner.run` is the whole life of the call: its SERVER span,
+an in-flight slot, the call timeout, the tool, and exactly one ending reported to the
+connection (result, error or cancelled). The slot is released before the ending is
+sent, so a client that reacts to a result by starting its next call never sees a stale
+count.
+
+Exactly one ending, however early the call is cancelled. A task cancelled before its
+first step never runs its coroutine at all (asyncio throws into a coroutine that has not
+started), which would skip the span, the metrics and the ending, and leave the request
+id "in flight" in the protocol for good. So :meth:`RunningCall.cancel` never cancels a
+task that has not started: it marks the call, and the call ends as ``cancelled`` through
+the normal path as soon as it runs. Should the task be cancelled behind the runner's
+back before it starts, its done-callback ends the call instead (span, metrics and
+:meth:`CallSink.abandoned`), so that case cannot lose a call either.
+
+Outcomes (``exai.outcome`` on the span and on ``exai.gateway.calls`` /
+``exai.gateway.call.duration``): ``ok``; ``client_error`` for the caller's mistakes
+(:data:`~ws_gateway.errors.CLIENT_ERROR_CODES`: invalid arguments, unknown tool or model),
+which are no fault of the service; ``error`` for server-side failures; ``timeout``;
+``rejected`` (over capacity, shutting down); ``cancelled``.
 """
 
 from __future__ import annotations
@@ -11,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
-from ws_gateway.errors import CallError, CallTimeout, ErrorCode, OverCapacity
+from ws_gateway.errors import CallError, CallTimeout, ErrorCode, OverCapacity, is_client_error
 from ws_gateway.limits import InflightLimiter
 from ws_gateway.telemetry import CallScope, GatewayTelemetry
 from ws_gateway.tools import CallContext, Toolbox, ToolResult
@@ -51,6 +70,33 @@ class CallSink(Protocol):
 
     async def cancelled(self, call: CallRequest) -> None: ...
 
+    def abandoned(self, call: CallRequest) -> None:
+        """The call's task was cancelled before it ever ran: end the call now, without
+        awaiting (this runs in a done-callback); a frame it queues goes out with the
+        connection's next flush."""
+        ...
+
+
+class RunningCall:
+    """A call started by :meth:`CallRunner.start`; cancel it at any point of its life."""
+
+    def __init__(self, call: CallRequest) -> None:
+        self.call = call
+        self.task: asyncio.Task[None]
+        # Set by the call's first step; from then on, its own code reports its ending.
+        self.started = False
+        self.cancel_requested = False
+
+    def cancel(self) -> None:
+        """Cancel the call (once; more requests change nothing). Before its task ran, the
+        call is only marked: it then ends as ``cancelled`` through the normal path, with
+        span, metrics and ending frame. A call that already ended is left alone."""
+        if self.cancel_requested:
+            return
+        self.cancel_requested = True
+        if self.started:
+            self.task.cancel()
+
 
 class CallRunner:
     def __init__(
@@ -68,16 +114,41 @@ class CallRunner:
         self._timeout_s = call_timeout_s
         self._accepting = accepting
 
-    async def run(self, call: CallRequest, sink: CallSink, *, streaming: bool) -> None:
-        with self._telemetry.call(
-            tool=call.tool,
-            protocol=call.protocol,
-            session_id=call.session_id,
-            request_id=call.request_id,
-            correlation_id=call.correlation_id,
-            route=call.route,
-        ) as scope:
+    def start(self, call: CallRequest, sink: CallSink, *, streaming: bool) -> RunningCall:
+        """Run the call as its own task; it ends exactly once, however it ends."""
+        running = RunningCall(call)
+        running.task = asyncio.create_task(
+            self.run(call, sink, streaming=streaming, running=running),
+            name=f"call {call.tool} {call.request_id!r}",
+        )
+        running.task.add_done_callback(partial(self._end_if_never_ran, running, sink))
+        return running
+
+    def _end_if_never_ran(
+        self, running: RunningCall, sink: CallSink, task: asyncio.Task[None]
+    ) -> None:
+        if running.started:
+            return  # run() reported the ending itself
+        # Cancelled before its first step: run() never executed a line.
+        with self._call_scope(running.call) as scope:
+            scope.outcome = "cancelled"
+        sink.abandoned(running.call)
+
+    async def run(
+        self,
+        call: CallRequest,
+        sink: CallSink,
+        *,
+        streaming: bool,
+        running: RunningCall | None = None,
+    ) -> None:
+        if running is not None:
+            running.started = True
+        with self._call_scope(call) as scope:
             try:
+                if running is not None and running.cancel_requested:
+                    # Cancelled before it ran: no slot taken, nothing to abort.
+                    raise asyncio.CancelledError
                 result = await self._run_tool(call, sink, scope, streaming=streaming)
             except asyncio.CancelledError:
                 scope.outcome = "cancelled"
@@ -90,7 +161,7 @@ class CallRunner:
                 scope.failed("timeout", exc.code)
                 await sink.failed(call, exc.code, exc.message, scope)
             except CallError as exc:
-                scope.failed("error", exc.code)
+                scope.failed("client_error" if is_client_error(exc.code) else "error", exc.code)
                 await sink.failed(call, exc.code, exc.message, scope)
             except Exception:
                 logger.exception("tool %s failed unexpectedly", call.tool)
@@ -99,6 +170,16 @@ class CallRunner:
             else:
                 scope.succeeded()
                 await sink.succeeded(call, result, scope)
+
+    def _call_scope(self, call: CallRequest) -> AbstractContextManager[CallScope]:
+        return self._telemetry.call(
+            tool=call.tool,
+            protocol=call.protocol,
+            session_id=call.session_id,
+            request_id=call.request_id,
+            correlation_id=call.correlation_id,
+            route=call.route,
+        )
 
     async def _run_tool(
         self, call: CallRequest, sink: CallSink, scope: CallScope, *, streaming: bool

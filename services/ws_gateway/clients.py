@@ -6,7 +6,10 @@ injects ``traceparent`` + ``baggage`` (the correlation ID rides in baggage). A r
 hook adds ``X-Correlation-ID`` for services and humans that read the header.
 
 httpx errors never leave this module: they become :class:`ProviderError` or
-:class:`StorageError` with a message that names the dependency, not the content.
+:class:`StorageError` with a message that names the dependency, not the content. A chat
+completion the proxy *refuses* (a 4xx in its own OpenAI-style error shape, e.g. 400
+``model_not_found``) is the caller's mistake: :class:`ProviderRejected`, a
+VALIDATION_ERROR carrying the proxy's message.
 Cancelling the calling task closes the in-flight request's connection, which is how a
 client's ``cancel`` reaches the upstream.
 """
@@ -25,7 +28,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from exai_telemetry.correlation import correlation_headers
 from exai_telemetry.setup import Telemetry
-from ws_gateway.errors import ProviderError, StorageError
+from ws_gateway.errors import ProviderError, ProviderRejected, StorageError
 from ws_gateway.types import JSONObject
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,9 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 100
 MAX_ERROR_DETAIL = 300
+# 4xx answers that say nothing about the request itself: the gateway's own
+# credentials/configuration (401, 403, 407), a slow hop (408) or load (429).
+NOT_THE_CALLERS_FAULT = frozenset({401, 403, 407, 408, 429})
 STORAGE_WRITE_ATTEMPTS = 3
 
 ChunkSink = Callable[[str], Awaitable[None]]
@@ -57,6 +63,19 @@ def build_http_client(base_url: str, timeout_s: float, telemetry: Telemetry) -> 
         meter_provider=telemetry.meter_provider,
     )
     return client
+
+
+def _refused_by_proxy(response: httpx.Response) -> bool:
+    """A 4xx in the proxy's OpenAI-style error shape: it refused the request as asked.
+    (A bare 404 from a wrong EXAI_PROVIDER_URL has another shape and stays a server
+    failure.)"""
+    if not 400 <= response.status_code < 500 or response.status_code in NOT_THE_CALLERS_FAULT:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
 
 
 def _error_detail(response: httpx.Response) -> str:
@@ -107,7 +126,7 @@ class ProviderClient:
             raise ProviderError(f"provider-proxy did not answer in time for {model}") from exc
         except httpx.TransportError as exc:
             raise ProviderError(f"provider-proxy unreachable: {type(exc).__name__}") from exc
-        self._check(response, model)
+        self._check(response, model, completion=True)
         try:
             data = response.json()
             choice = data["choices"][0]
@@ -136,7 +155,7 @@ class ProviderClient:
             async with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    self._check(response, model)
+                    self._check(response, model, completion=True)
                 async for line in response.aiter_lines():
                     delta = self._sse_delta(line, model, state)
                     if delta is None:
@@ -174,12 +193,14 @@ class ProviderClient:
         return body
 
     @staticmethod
-    def _check(response: httpx.Response, what: str) -> None:
-        if response.status_code >= 400:
-            raise ProviderError(
-                f"provider-proxy answered {response.status_code} for {what}: "
-                f"{_error_detail(response)}"
-            )
+    def _check(response: httpx.Response, what: str, *, completion: bool = False) -> None:
+        if response.status_code < 400:
+            return
+        if completion and _refused_by_proxy(response):
+            raise ProviderRejected(_error_detail(response))
+        raise ProviderError(
+            f"provider-proxy answered {response.status_code} for {what}: {_error_detail(response)}"
+        )
 
     @staticmethod
     def _sse_delta(line: str, model: str, state: dict[str, Any]) -> str | None:

@@ -1,12 +1,17 @@
 """One WebSocket connection: bytes between the socket and a sans-I/O protocol.
 
-Each call runs as its own task so that a slow chat never blocks a ``ping`` or a
-``cancel``; ``cancel`` cancels that task, which closes its upstream HTTP request. When
-the connection ends for any reason, every call still running is cancelled and awaited,
-so its in-flight slot is back before the handler returns.
+Each call runs as its own task (:meth:`CallRunner.start`) so that a slow chat never
+blocks a ``ping`` or a ``cancel``; ``cancel`` cancels that call, which closes its
+upstream HTTP request. A cancel may be read before the call's task ever ran (both frames
+arrived in one read: ``recv()`` returns buffered frames without yielding);
+:meth:`RunningCall.cancel` makes that call end as ``cancelled`` like any other. When the
+connection ends for any reason, every call still running is cancelled and awaited, so
+its in-flight slot is back before the handler returns.
 
 Frames from several tasks go out through one lock: a task's frames leave in the order
-the protocol produced them (a ``stream_chunk`` never overtakes an earlier one).
+the protocol produced them (a ``stream_chunk`` never overtakes an earlier one). Frames
+taken from the protocol wait in one outbox until written, so a task cancelled while it
+flushes (a cancel arriving during a send) never takes other calls' frames with it.
 """
 
 from __future__ import annotations
@@ -14,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from functools import partial
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ws_gateway import mcp_protocol, protocol
-from ws_gateway.calls import CallRequest, CallRunner, CallSink
+from ws_gateway.calls import CallRequest, CallRunner, CallSink, RunningCall
 from ws_gateway.errors import ErrorCode
 from ws_gateway.mcp_protocol import McpProtocol
 from ws_gateway.protocol import NativeProtocol
@@ -37,44 +42,54 @@ class _Connection:
         self._ws = ws
         self._runner = runner
         self._route = route
-        self._tasks: dict[RequestId, asyncio.Task[None]] = {}
+        self._calls: dict[RequestId, RunningCall] = {}  # by id, for cancel
+        # Every call not finished yet, for _cancel_all: a call whose ending is out may
+        # still be flushing after a newer call took over its id in _calls.
+        self._unfinished: set[RunningCall] = set()
         self._send_lock = asyncio.Lock()
+        self._outbox: deque[str] = deque()
 
     def _pending_frames(self) -> list[str]:
         raise NotImplementedError
 
     async def _flush(self) -> None:
         async with self._send_lock:
-            for frame in self._pending_frames():
+            self._outbox.extend(self._pending_frames())
+            while self._outbox:
+                # send() writes the frame before it can suspend (to drain): a frame
+                # popped here is written even if this task is cancelled right after.
+                frame = self._outbox.popleft()
                 try:
                     await self._ws.send(frame)
                 except ConnectionClosed:
+                    self._outbox.clear()
                     return  # the client is gone; its calls are being cancelled
 
     def _start(self, call: CallRequest, sink: CallSink, *, streaming: bool) -> None:
-        task = asyncio.create_task(
-            self._runner.run(call, sink, streaming=streaming),
-            name=f"call {call.tool} {call.request_id!r}",
-        )
-        self._tasks[call.request_id] = task
-        task.add_done_callback(partial(self._forget, call.request_id))
+        running = self._runner.start(call, sink, streaming=streaming)
+        self._calls[call.request_id] = running
+        self._unfinished.add(running)
+        running.task.add_done_callback(partial(self._forget, call.request_id, running))
 
-    def _forget(self, request_id: RequestId, task: asyncio.Task[None]) -> None:
+    def _forget(
+        self, request_id: RequestId, running: RunningCall, task: asyncio.Task[None]
+    ) -> None:
+        self._unfinished.discard(running)
         # A finished call's id may already be reused by a newer call: only drop our own.
-        if self._tasks.get(request_id) is task:
-            del self._tasks[request_id]
+        if self._calls.get(request_id) is running:
+            del self._calls[request_id]
 
     def _cancel(self, request_id: RequestId) -> None:
-        task = self._tasks.get(request_id)
-        if task is not None:
-            task.cancel()
+        running = self._calls.get(request_id)
+        if running is not None:
+            running.cancel()
 
     async def _cancel_all(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        calls = list(self._unfinished)
+        for running in calls:
+            running.cancel()
+        if calls:
+            await asyncio.gather(*(running.task for running in calls), return_exceptions=True)
 
 
 class NativeConnection(_Connection):
@@ -179,6 +194,9 @@ class NativeConnection(_Connection):
         self.proto.cancel_call(call.request_id)
         await self._flush()
 
+    def abandoned(self, call: CallRequest) -> None:
+        self.proto.cancel_call(call.request_id)  # sent with the next flush
+
 
 class McpConnection(_Connection):
     """MCP JSON-RPC on one socket (see :mod:`ws_gateway.mcp_protocol`)."""
@@ -250,9 +268,12 @@ class McpConnection(_Connection):
         await self._flush()
 
     async def cancelled(self, call: CallRequest) -> None:
+        self.abandoned(call)
+        await self._flush()
+
+    def abandoned(self, call: CallRequest) -> None:
         self._progress.pop(call.request_id, None)
         self.proto.cancel_call(call.request_id)
-        await self._flush()
 
     @staticmethod
     def _ids(scope: CallScope) -> dict[str, str]:

@@ -87,17 +87,40 @@ Event = HelloAccepted | CallRequested | CancelRequested
 
 
 class FrameError(Exception):
-    """A frame the protocol rejects; becomes an error frame, never a close."""
+    """A frame the protocol rejects; becomes an error frame, never a close.
 
-    def __init__(self, code: ErrorCode, message: str, request_id: RequestId | None = None) -> None:
+    ``request_id`` addresses the error frame, which then *ends* that request. An error
+    about an id that must not look ended (a duplicate of a call in flight, a cancel of
+    a call not in flight, whose id may already belong to a newer call) goes out with
+    ``"request_id": null`` and the id in ``error.request_id`` (``about``).
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        request_id: RequestId | None = None,
+        *,
+        about: RequestId | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.about = about
 
 
-def error_frame(request_id: RequestId | None, code: ErrorCode, message: str) -> JSONObject:
-    return {"op": "error", "request_id": request_id, "error": {"code": code, "message": message}}
+def error_frame(
+    request_id: RequestId | None,
+    code: ErrorCode,
+    message: str,
+    *,
+    about: RequestId | None = None,
+) -> JSONObject:
+    error: JSONObject = {"code": code, "message": message}
+    if about is not None:
+        error["request_id"] = about
+    return {"op": "error", "request_id": request_id, "error": error}
 
 
 def new_session_id() -> str:
@@ -325,7 +348,7 @@ class NativeProtocol:
         try:
             self._dispatch(frame)
         except FrameError as exc:
-            self._send(error_frame(exc.request_id, exc.code, exc.message))
+            self._send(error_frame(exc.request_id, exc.code, exc.message, about=exc.about))
 
     def _dispatch(self, frame: Mapping[str, Any]) -> None:
         op = frame.get("op")
@@ -353,10 +376,12 @@ class NativeProtocol:
         request_id = parse_request_id(frame, required=True)
         assert request_id is not None  # required=True
         if request_id in self._in_flight:
+            # Not addressed to the id: a client routing by request_id would take the
+            # error for the end of the call that is still running.
             raise FrameError(
                 ErrorCode.INVALID_REQUEST,
-                f"request_id {request_id!r} is already in flight in this session",
-                request_id,
+                f"request_id {request_id!r} is already in flight",
+                about=request_id,
             )
         name = frame.get("name")
         if not isinstance(name, str) or not name:
@@ -382,8 +407,10 @@ class NativeProtocol:
         request_id = parse_request_id(frame, required=True)
         assert request_id is not None
         if request_id not in self._in_flight:
+            # The call may have ended as the cancel crossed its result, and the id been
+            # reused already: an error addressed to it would end the newer call.
             raise FrameError(
-                ErrorCode.INVALID_REQUEST, f"no call {request_id!r} in flight", request_id
+                ErrorCode.INVALID_REQUEST, f"no call {request_id!r} in flight", about=request_id
             )
         self._events.append(CancelRequested(request_id))
 

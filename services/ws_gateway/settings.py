@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -9,11 +10,26 @@ from pydantic_settings import NoDecode
 
 from exai_telemetry.settings import ServiceSettings
 
-# Values people paste from examples; refused outside development.
+# Values people paste from examples; refused outside development. Compared case- and
+# punctuation-blind; the markers also catch them repeated or padded to the minimum length.
 PLACEHOLDER_TOKENS = frozenset(
     {"changeme", "change-me", "change_me", "secret", "token", "password", "placeholder", "test"}
 )
+PLACEHOLDER_MARKERS = ("changeme", "placeholder", "replaceme", "yourtoken", "example")
+# In every environment: a shorter token is weak, and the log/span secret scrubber
+# ignores values under 6 characters.
 MIN_TOKEN_LENGTH = 16
+
+
+def _fold(value: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", value.lower())
+
+
+def is_placeholder(token: str) -> bool:
+    folded = _fold(token)
+    return folded in {_fold(p) for p in PLACEHOLDER_TOKENS} or any(
+        marker in folded for marker in PLACEHOLDER_MARKERS
+    )
 
 
 class GatewaySettings(ServiceSettings):
@@ -57,12 +73,9 @@ class GatewaySettings(ServiceSettings):
         token = value.get_secret_value()
         if not token.strip():
             raise ValueError("must not be empty")
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters long")
         # `environment` is declared on the base class, so it is validated first.
-        if info.data.get("environment", "development") == "development":
-            return value
-        if token.lower() in PLACEHOLDER_TOKENS or len(token) < MIN_TOKEN_LENGTH:
-            raise ValueError(
-                f"a placeholder or shorter than {MIN_TOKEN_LENGTH} characters"
-                " is allowed only when EXAI_ENVIRONMENT=development"
-            )
+        if info.data.get("environment", "development") != "development" and is_placeholder(token):
+            raise ValueError("a placeholder is allowed only when EXAI_ENVIRONMENT=development")
         return value

@@ -7,7 +7,10 @@ instrumentation makes every downstream request a child span and propagates both
 ``traceparent`` and ``baggage``.
 
 Metric labels are bounded: tool names come from the fixed catalogue (unknown names are
-rejected before a span exists), outcomes and protocols from small enums.
+rejected before a span exists), outcomes and protocols from small enums. Outcomes:
+``ok``, ``client_error`` (the caller's mistake: span status left unset, ``error.type``
+set), ``error`` (server-side failure: span status ERROR), ``timeout`` and ``rejected``
+(status ERROR too), ``cancelled`` (no error).
 """
 
 from __future__ import annotations
@@ -159,8 +162,11 @@ class GatewayTelemetry:
         span.set_attribute(names.OUTCOME, outcome)
         for key, value in scope.attributes.items():
             span.set_attribute(key, value)
-        # A cancelled call is the client's choice, not a server fault.
-        if outcome not in ("ok", "cancelled"):
-            code = scope.error_code or ErrorCode.INTERNAL_ERROR
-            span.set_attribute(ERROR_TYPE, str(code))
+        if outcome in ("ok", "cancelled"):
+            return  # a cancelled call is the client's choice, not a fault
+        code = scope.error_code or ErrorCode.INTERNAL_ERROR
+        span.set_attribute(ERROR_TYPE, str(code))
+        # The client's mistake is no server failure: the status stays unset (the
+        # semantic conventions' rule for a SERVER span and a 4xx).
+        if outcome != "client_error":
             span.set_status(StatusCode.ERROR, str(code))

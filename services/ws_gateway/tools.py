@@ -8,16 +8,18 @@ Memory (``chat`` with ``continuation_id``): a failed dependency degrades, it doe
 fail the call. If storage-adapter cannot be read, the chat answers without history; if
 the messages cannot be written, the answer is still returned. Either way the result's
 metadata says so (``memory.read`` / ``memory.write``). Writes carry idempotency keys
-derived from the call (session, request, conversation, prompt) and the role, so a
-retried write — or a client re-sending the same call — never stores a message twice.
+made of a UUID drawn when the call starts and the role, so the retries of one call's
+write never store a message twice, and two calls never collide: a client may send the
+same prompt again with the same session and (ended) request_id, and both exchanges
+are stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
@@ -26,7 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exai_telemetry import names
 from ws_gateway.clients import ChunkSink, Completion, ProviderClient, StorageClient
-from ws_gateway.errors import CallError, ProviderError, ToolNotFound, ToolValidationError
+from ws_gateway.errors import (
+    CallError,
+    ProviderError,
+    ProviderRejected,
+    ToolNotFound,
+    ToolValidationError,
+)
 from ws_gateway.settings import GatewaySettings
 from ws_gateway.types import JSONObject, RequestId
 
@@ -109,6 +117,10 @@ def validate_args(model: type[_Args], arguments: Mapping[str, Any]) -> Any:
 # --- what a running call can do -------------------------------------------------------
 
 
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
 @dataclass
 class CallContext:
     session_id: str
@@ -117,6 +129,9 @@ class CallContext:
     # Set when the client asked for streaming and the protocol can carry chunks.
     chunk: ChunkSink | None = None
     span_attributes: dict[str, str] = field(default_factory=dict)
+    # This call and no other. Neither session_id (the client's choice) nor request_id
+    # (reusable once a call ended) tells two calls apart, so storage keys use this.
+    call_id: str = field(default_factory=new_call_id)
 
 
 @dataclass
@@ -130,11 +145,10 @@ def text(value: str) -> JSONObject:
     return {"type": "text", "text": value}
 
 
-def idempotency_key(
-    session_id: str, request_id: RequestId, continuation_id: str, prompt: str, role: str
-) -> str:
-    call = json.dumps([session_id, request_id, continuation_id, prompt], separators=(",", ":"))
-    return f"exai-gw:{hashlib.sha256(call.encode()).hexdigest()[:40]}:{role}"
+def idempotency_key(call_id: str, role: str) -> str:
+    """The storage key of one message of one call: retries of that call's write reuse
+    it, and no two calls share it (see :attr:`CallContext.call_id`)."""
+    return f"exai-gw:{call_id}:{role}"
 
 
 # --- the tools ------------------------------------------------------------------------
@@ -235,7 +249,7 @@ class Toolbox:
         self, cid: str, prompt: str, completion: Completion, ctx: CallContext
     ) -> str:
         def key(role: str) -> str:
-            return idempotency_key(ctx.session_id, ctx.request_id, cid, prompt, role)
+            return idempotency_key(ctx.call_id, role)
 
         try:
             try:
@@ -270,7 +284,11 @@ class Toolbox:
         failures = {m: a for m, a in answers.items() if isinstance(a, ProviderError)}
         if len(failures) == len(models):
             detail = "; ".join(f"{m}: {e.message}" for m, e in failures.items())
-            raise ProviderError(f"all {len(models)} models failed: {detail}")
+            message = f"all {len(models)} models failed: {detail}"
+            # Every model refused by the proxy (unknown names…): the caller's mistake.
+            if all(isinstance(e, ProviderRejected) for e in failures.values()):
+                raise ProviderRejected(message)
+            raise ProviderError(message)
         outputs = []
         per_model: JSONObject = {}
         for model, answer in answers.items():

@@ -7,5 +7,7 @@ from typing import Any, Literal, TypeAlias
 JSONObject: TypeAlias = dict[str, Any]
 # Clients number their calls with strings or integers; echoed back exactly as sent.
 RequestId: TypeAlias = str | int
-Outcome: TypeAlias = Literal["ok", "error", "cancelled", "timeout", "rejected"]
+# `client_error`: the caller's mistake (bad arguments, unknown tool or model), which the
+# SLOs leave out; `error`: a server-side failure; `rejected`: over capacity or draining.
+Outcome: TypeAlias = Literal["ok", "client_error", "error", "cancelled", "timeout", "rejected"]
 ProtocolName: TypeAlias = Literal["native", "mcp"]

@@ -132,6 +132,13 @@ class NativeClient:
     async def send(self, frame: Any) -> None:
         await self.ws.send(json.dumps(frame))
 
+    async def send_together(self, *frames: Any) -> None:
+        """Several frames in ONE write: the gateway finds them all buffered at once, so
+        it reads the later ones before any task it started for the earlier ones ran."""
+        for frame in frames:
+            self.ws.protocol.send_text(json.dumps(frame).encode())
+        self.ws.transport.write(b"".join(self.ws.protocol.data_to_send()))
+
     async def recv(self, timeout_s: float = RECV_TIMEOUT_S) -> dict[str, Any]:
         message = await asyncio.wait_for(self.ws.recv(), timeout_s)
         frame: dict[str, Any] = json.loads(message)

@@ -133,7 +133,8 @@ async def test_a_frame_under_the_limit_is_fine(stack: Stack) -> None:
             "VALIDATION_ERROR",
             "v",
         ),
-        ('{"op": "cancel", "request_id": "ghost"}', "INVALID_REQUEST", "ghost"),
+        # About "ghost", not addressed to it: such an id may belong to a newer call.
+        ('{"op": "cancel", "request_id": "ghost"}', "INVALID_REQUEST", None),
     ],
 )
 async def test_bad_frames_get_error_frames_and_the_connection_keeps_working(
@@ -147,6 +148,8 @@ async def test_bad_frames_get_error_frames_and_the_connection_keeps_working(
         assert frame["op"] == "error"
         assert frame["request_id"] == expected_request_id
         assert frame["error"]["code"] == expected_code and frame["error"]["message"]
+        if "cancel" in str(send):
+            assert frame["error"]["request_id"] == "ghost"
         await client.send({"op": "ping"})
         assert await client.recv() == {"op": "pong"}
         frames = await client.run("status", request_id="after")

@@ -219,7 +219,9 @@ async def test_counters_stay_exact_under_cancels_disconnects_errors_and_timeouts
     # Every call the gateway received ended exactly once. (A client that vanishes with
     # a TCP reset may take its last frames with it, so fewer than 60 may arrive.)
     assert 45 <= sum(calls.values()) <= 60
-    assert {"cancelled", "error", "timeout", "ok"} <= set(calls)
+    # ("invalid" calls are the client's mistake: client_error, not error.)
+    assert {"cancelled", "client_error", "timeout", "ok"} <= set(calls)
+    assert "error" not in calls
     await wait_hanging(stack, 0)  # and nothing is left hanging upstream
     assert endings  # the waiting clients saw their calls end
 
@@ -274,12 +276,22 @@ async def test_per_connection_calls_run_concurrently(stack: Stack) -> None:
         assert frame == {"op": "pong"}
         quick = final(await client.run("chat", {"prompt": "fast", "model": QUICK_MODEL}, "fast"))
         assert quick["op"] == "call_tool_res"
-        # Duplicate of the running id: rejected, the running one is untouched.
+        # Duplicate of the running id: rejected, the running one is untouched. The
+        # rejection is not addressed to "slow" (that would read as the end of the
+        # running call): the duplicate id is inside the error.
         await client.call("chat", hanging_chat(), "slow")
         dup = await client.recv()
         while dup.get("op") == "progress":
             dup = await client.recv()
-        assert dup["op"] == "error" and dup["error"]["code"] == "INVALID_REQUEST"
+        assert dup == {
+            "op": "error",
+            "request_id": None,
+            "error": {
+                "code": "INVALID_REQUEST",
+                "message": "request_id 'slow' is already in flight",
+                "request_id": "slow",
+            },
+        }
         assert stack.gateway.limiter.global_inflight == 1
         await client.send({"op": "cancel", "request_id": "slow"})
         assert final(await client.until_end("slow"))["op"] == "cancelled"
@@ -295,3 +307,88 @@ async def test_hello_then_disconnect_without_calls_is_clean(stack: Stack) -> Non
 
     await eventually(closed)
     assert metric_sum(stack.reader, "exai.gateway.connections") == 0
+
+
+# --- a cancel that overtakes its call ----------------------------------------------------
+
+
+def call_frame(name: str, arguments: dict[str, Any], request_id: Any) -> dict[str, Any]:
+    return {"op": "call_tool", "request_id": request_id, "name": name, "arguments": arguments}
+
+
+def cancel_frame(request_id: Any) -> dict[str, Any]:
+    return {"op": "cancel", "request_id": request_id}
+
+
+def assert_no_call_left(gateway: Gateway, reader: Any) -> None:
+    assert_idle(gateway)
+    assert metric_sum(reader, "exai.gateway.inflight") == 0
+
+
+async def test_a_cancel_in_the_same_write_as_its_call_ends_it(stack: Stack) -> None:
+    gateway, reader = await stack.start_gateway()
+    async with native(gateway) as client:
+        # The gateway reads the cancel before the call's task took its first step.
+        await client.send_together(call_frame("status", {}, "r"), cancel_frame("r"))
+        assert final(await client.until_end("r")) == {"op": "cancelled", "request_id": "r"}
+        assert_no_call_left(gateway, reader)
+        # The id is free again: not "already in flight" for the rest of the session.
+        assert final(await client.run("status", request_id="r"))["op"] == "call_tool_res"
+        # Several at once: each call ends exactly once, in any mix.
+        await client.send_together(
+            call_frame("status", {}, 1),
+            call_frame("chat", {"prompt": "x", "model": QUICK_MODEL}, 2),
+            cancel_frame(1),
+            call_frame("status", {}, 3),
+            cancel_frame(2),
+        )
+        endings = {rid: final(await client.until_end(rid))["op"] for rid in (1, 2, 3)}
+        assert endings == {1: "cancelled", 2: "cancelled", 3: "call_tool_res"}
+        await client.send({"op": "ping"})
+        assert await client.recv() == {"op": "pong"}  # nothing else was sent for them
+    assert_no_call_left(gateway, reader)
+    assert outcome_counts(reader) == {"cancelled": 3, "ok": 2}
+    cancelled_spans = [
+        s
+        for s in stack.captured.spans_of("ws-gateway")
+        if s.attributes and s.attributes.get("exai.outcome") == "cancelled"
+    ]
+    assert len(cancelled_spans) == 3
+
+
+async def test_cancel_of_a_call_that_has_no_slot_yet(stack: Stack) -> None:
+    gateway, reader = await stack.start_gateway(EXAI_MAX_INFLIGHT_PER_SESSION=1)
+    await hang_glm(stack)
+    async with native(gateway) as client:
+        await client.call("chat", hanging_chat(), "holder")
+        await wait_hanging(stack, 1)
+        assert gateway.limiter.global_inflight == 1
+        # The session's only slot is taken; this call is cancelled before it gets one.
+        await client.send_together(call_frame("status", {}, "waiting"), cancel_frame("waiting"))
+        assert final(await client.until_end("waiting")) == {
+            "op": "cancelled",
+            "request_id": "waiting",
+        }
+        assert gateway.limiter.global_inflight == 1  # the holder's, nothing more
+        await client.send(cancel_frame("holder"))
+        assert final(await client.until_end("holder"))["op"] == "cancelled"
+        assert_no_call_left(gateway, reader)
+        await stack.simulator("POST", "/admin/faults", {"mode": "none"})
+        assert final(await client.run("status", request_id="waiting"))["op"] == "call_tool_res"
+    assert_no_call_left(gateway, reader)
+    assert outcome_counts(reader) == {"cancelled": 2, "ok": 1}
+    await wait_hanging(stack, 0)
+
+
+async def test_a_disconnect_right_after_a_call_still_ends_it(stack: Stack) -> None:
+    gateway, reader = await stack.start_gateway()
+    async with native(gateway) as client:
+        await client.send_together(call_frame("status", {}, "gone"))
+        client.ws.transport.abort()
+
+    async def closed() -> bool:
+        return gateway.connections.open == 0
+
+    await eventually(closed)
+    assert_no_call_left(gateway, reader)
+    assert sum(outcome_counts(reader).values()) == 1

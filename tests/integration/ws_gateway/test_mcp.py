@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.integration.ws_gateway.stack import TOKEN, Stack, eventually, native
+from tests.support.telemetry import metric_points
 from ws_gateway.server import Gateway
 
 pytestmark = [
@@ -68,7 +69,10 @@ async def test_tool_failures_are_results_with_is_error(stack: Stack) -> None:
 
         all_fail = await session.call_tool("consensus", {"prompt": "q", "models": ["nope-1"]})
         assert all_fail.isError is True
-        assert all_fail.meta is not None and all_fail.meta["error_code"] == "PROVIDER_ERROR"
+        # An unknown model is the caller's mistake, told with the proxy's message.
+        assert all_fail.meta is not None and all_fail.meta["error_code"] == "VALIDATION_ERROR"
+        text = all_fail.content[0]
+        assert isinstance(text, TextContent) and "not served by this proxy" in text.text
 
         listed = await session.call_tool("listmodels", {})
         assert listed.isError is False
@@ -217,3 +221,41 @@ async def test_cancelled_notification_aborts_the_upstream_call(stack: Stack) -> 
         # No response for a cancelled request (the spec); the connection still answers.
         await ws.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "ping"}))
         assert json.loads(await ws.recv()) == {"jsonrpc": "2.0", "id": 3, "result": {}}
+
+
+async def test_a_cancelled_notification_in_the_same_write_as_its_call_ends_it(
+    stack: Stack,
+) -> None:
+    gateway, reader = await stack.start_gateway()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with connect(gateway.url, subprotocols=["mcp"], additional_headers=headers) as ws:  # type: ignore[list-item]
+        init = {"protocolVersion": "2025-11-25", "capabilities": {}}
+        await ws.send(
+            json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
+        )
+        await ws.recv()
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "status"}}
+        cancel = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": 2, "reason": "changed my mind"},
+        }
+        # One write: the gateway reads the cancel before the call's task took a step.
+        for message in (call, cancel):
+            ws.protocol.send_text(json.dumps(message).encode())
+        ws.transport.write(b"".join(ws.protocol.data_to_send()))
+
+        async def ended() -> bool:
+            counts = {
+                a["exai.outcome"]: p.value for a, p in metric_points(reader, "exai.gateway.calls")
+            }
+            return counts == {"cancelled": 1}
+
+        await eventually(ended)
+        assert gateway.limiter.global_inflight == 0
+        # No response for the cancelled request, and its id is free again.
+        await ws.send(json.dumps(call))
+        answer = json.loads(await ws.recv())
+        assert answer["id"] == 2 and answer["result"]["isError"] is False
+    assert gateway.limiter.global_inflight == 0
+    assert sum(int(p.value) for _, p in metric_points(reader, "exai.gateway.inflight")) == 0

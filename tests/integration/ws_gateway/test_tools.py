@@ -7,11 +7,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.integration.ws_gateway.stack import Stack, final, native, running_stack
 from tests.support.servers import free_port
-from tests.support.telemetry import CapturedTelemetry
+from tests.support.telemetry import CapturedTelemetry, metric_points
 
 pytestmark = pytest.mark.integration
 
@@ -84,14 +84,20 @@ async def test_chat_memory_across_two_calls(stack: Stack) -> None:
     ]
 
 
-async def test_a_resent_call_never_duplicates_stored_messages(stack: Stack) -> None:
+async def test_the_same_prompt_again_with_the_same_request_id_is_stored_again(
+    stack: Stack,
+) -> None:
+    # A request_id may be reused once its call ended, and the session_id is the
+    # client's choice: two calls with the same ids and prompt are two exchanges.
     cid = f"conv-{uuid.uuid4().hex[:8]}"
-    arguments = {"prompt": "Remember this once.", "continuation_id": cid}
-    for _ in range(2):  # a client reconnecting and re-sending the same call
-        async with native(stack.gateway, session_id="retrying-client") as client:
-            assert final(await client.run("chat", arguments, "same-id"))["op"] == "call_tool_res"
+    arguments = {"prompt": "Say it again.", "continuation_id": cid}
+    async with native(stack.gateway, session_id="same-session") as client:
+        for _ in range(2):
+            result = final(await client.run("chat", arguments, "same-id"))
+            assert result["metadata"]["memory"]["write"] == "stored"
     history = await stack.history(cid)
-    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert [(m["role"], m["content"]) for m in history][::2] == [("user", "Say it again.")] * 2
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
 
 
 async def test_chat_degrades_without_storage(captured: CapturedTelemetry, tmp_path: Path) -> None:
@@ -147,11 +153,19 @@ async def test_consensus_partial_failure_shows_the_error_for_that_model(stack: S
 
 
 async def test_consensus_all_failing_is_provider_error(stack: Stack) -> None:
+    await stack.simulator("POST", "/admin/faults", {"mode": "error_500", "rate": 1.0})
+    async with native(stack.gateway) as client:
+        result = final(await client.run("consensus", {"prompt": "q"}))
+    assert result["op"] == "error" and result["error"]["code"] == "PROVIDER_ERROR"
+    assert "kimi-" in result["error"]["message"] and "glm-" in result["error"]["message"]
+
+
+async def test_consensus_of_unknown_models_only_is_a_validation_error(stack: Stack) -> None:
     async with native(stack.gateway) as client:
         result = final(
             await client.run("consensus", {"prompt": "q", "models": ["nope-1", "nope-2"]})
         )
-    assert result["op"] == "error" and result["error"]["code"] == "PROVIDER_ERROR"
+    assert result["op"] == "error" and result["error"]["code"] == "VALIDATION_ERROR"
     assert "nope-1" in result["error"]["message"] and "nope-2" in result["error"]["message"]
 
 
@@ -179,6 +193,51 @@ async def test_validation_error_names_the_field(stack: Stack) -> None:
         result = final(await client.run("chat", {"prompt": "x", "temperature": 7}))
     assert result["error"]["code"] == "VALIDATION_ERROR"
     assert "temperature" in result["error"]["message"]
+
+
+async def test_an_unknown_model_is_a_validation_error_with_the_proxys_message(
+    stack: Stack,
+) -> None:
+    async with native(stack.gateway) as client:
+        result = final(await client.run("chat", {"prompt": "x", "model": "no-such-model"}))
+    assert result["op"] == "error" and result["error"]["code"] == "VALIDATION_ERROR"
+    assert "'no-such-model' is not served by this proxy" in result["error"]["message"]
+
+
+def outcomes_of(stack: Stack, metric: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for attributes, point in metric_points(stack.reader, metric):
+        value = point.count if metric.endswith("duration") else point.value
+        counts[attributes["exai.outcome"]] = counts.get(attributes["exai.outcome"], 0) + value
+    return counts
+
+
+async def test_client_mistakes_are_client_errors_not_service_errors(stack: Stack) -> None:
+    async with native(stack.gateway) as client:
+        invalid = final(await client.run("chat", {"prompt": "x", "temperature": 7}, "v"))
+        unknown = final(await client.run("chat", {"prompt": "x", "model": "no-such-model"}, "m"))
+        await stack.simulator("POST", "/admin/faults", {"mode": "error_500", "rate": 1.0})
+        broken = final(await client.run("chat", {"prompt": "x"}, "b"))
+    assert [invalid["error"]["code"], unknown["error"]["code"], broken["error"]["code"]] == [
+        "VALIDATION_ERROR",
+        "VALIDATION_ERROR",
+        "PROVIDER_ERROR",
+    ]
+    expected = {"client_error": 2, "error": 1}
+    assert outcomes_of(stack, "exai.gateway.calls") == expected
+    assert outcomes_of(stack, "exai.gateway.call.duration") == expected
+    spans = {
+        s.attributes["exai.request_id"]: s
+        for s in stack.captured.spans_of("ws-gateway")
+        if s.name == "ws call_tool chat" and s.attributes
+    }
+    for request_id in ("v", "m"):
+        attributes = spans[request_id].attributes or {}
+        assert attributes["exai.outcome"] == "client_error"
+        assert attributes["error.type"] == "VALIDATION_ERROR"
+        assert spans[request_id].status.status_code is StatusCode.UNSET
+    assert (spans["b"].attributes or {})["exai.outcome"] == "error"
+    assert spans["b"].status.status_code is StatusCode.ERROR
 
 
 # --- correlation IDs ------------------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -47,8 +49,11 @@ class RecordingSink:
     async def cancelled(self, call: CallRequest) -> None:
         self.events.append(("cancelled", None))
 
+    def abandoned(self, call: CallRequest) -> None:
+        self.events.append(("abandoned", None))
+
     def endings(self) -> list[tuple[str, Any]]:
-        return [e for e in self.events if e[0] in ("ok", "failed", "cancelled")]
+        return [e for e in self.events if e[0] in ("ok", "failed", "cancelled", "abandoned")]
 
 
 @dataclass
@@ -109,6 +114,13 @@ def outcomes(reader: Any) -> dict[str, int]:
     return counts
 
 
+def duration_outcomes(reader: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for attrs, point in metric_points(reader, "exai.gateway.call.duration"):
+        counts[attrs["exai.outcome"]] = counts.get(attrs["exai.outcome"], 0) + point.count
+    return counts
+
+
 async def test_a_successful_call_is_one_server_span_and_one_ok(
     rig: Rig, captured: CapturedTelemetry
 ) -> None:
@@ -149,13 +161,20 @@ async def test_provider_unreachable_is_provider_error(
     assert outcomes(rig.reader) == {"error": 1}
 
 
-async def test_validation_error(rig: Rig) -> None:
+async def test_validation_error_is_a_client_error(rig: Rig, captured: CapturedTelemetry) -> None:
     sink = RecordingSink()
     await rig.runner.run(request("chat", temperature=9), sink, streaming=False)
     ((kind, (code, message)),) = sink.endings()
     assert kind == "failed"
     assert code == ErrorCode.VALIDATION_ERROR and "prompt" in message and "temperature" in message
-    assert outcomes(rig.reader) == {"error": 1}
+    # The client's mistake: not an error of the service (SLO), not an error span.
+    assert outcomes(rig.reader) == {"client_error": 1}
+    assert duration_outcomes(rig.reader) == {"client_error": 1}
+    (span,) = captured.spans()
+    assert span.attributes is not None
+    assert span.attributes["exai.outcome"] == "client_error"
+    assert span.attributes["error.type"] == "VALIDATION_ERROR"
+    assert span.status.status_code is StatusCode.UNSET
 
 
 async def test_timeout(rig: Rig, captured: CapturedTelemetry) -> None:
@@ -252,3 +271,196 @@ async def test_inflight_gauge_returns_to_zero(rig: Rig) -> None:
         "exai.protocol": "native",
         "exai.outcome": "ok",
     }
+
+
+# --- cancelled before the call's task ever ran ----------------------------------------
+
+
+def inflight_sum(reader: Any) -> int:
+    return sum(int(p.value) for _, p in metric_points(reader, "exai.gateway.inflight"))
+
+
+async def test_a_call_cancelled_before_its_task_ran_still_ends_once(
+    rig: Rig, captured: CapturedTelemetry
+) -> None:
+    sink = RecordingSink()
+    running = rig.runner.start(request(), sink, streaming=False)
+    running.cancel()  # its task has not taken a single step yet
+    running.cancel()  # a second cancel changes nothing
+    with pytest.raises(asyncio.CancelledError):
+        await running.task
+    assert sink.endings() == [("cancelled", None)]
+    assert rig.limiter.global_inflight == 0 and rig.limiter.sessions_with_calls == 0
+    (span,) = captured.spans()
+    assert span.attributes is not None and span.attributes["exai.outcome"] == "cancelled"
+    assert outcomes(rig.reader) == {"cancelled": 1}
+    assert inflight_sum(rig.reader) == 0
+    running.cancel()  # and cancelling a call that ended is a no-op
+    await asyncio.sleep(0)
+    assert len(sink.endings()) == 1
+
+
+async def test_a_task_cancelled_behind_the_runners_back_before_it_ran_still_ends_once(
+    rig: Rig, captured: CapturedTelemetry
+) -> None:
+    sink = RecordingSink()
+    running = rig.runner.start(request(), sink, streaming=False)
+    running.task.cancel()  # e.g. the event loop tearing down: the coroutine never starts
+    with pytest.raises(asyncio.CancelledError):
+        await running.task
+    await asyncio.sleep(0)  # done-callbacks run on the next loop iteration
+    assert sink.endings() == [("abandoned", None)]
+    (span,) = captured.spans()
+    assert span.attributes is not None and span.attributes["exai.outcome"] == "cancelled"
+    assert outcomes(rig.reader) == {"cancelled": 1}
+    assert rig.limiter.global_inflight == 0
+
+
+async def test_a_started_call_is_cancelled_where_it_waits(rig: Rig) -> None:
+    started = asyncio.Event()
+
+    async def hang(session_id: str) -> dict[str, Any]:
+        started.set()
+        await asyncio.sleep(5)
+        return {}
+
+    rig.status["fn"] = hang
+    sink = RecordingSink()
+    running = rig.runner.start(request(), sink, streaming=False)
+    await started.wait()
+    assert rig.limiter.global_inflight == 1
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running.task
+    assert sink.endings() == [("cancelled", None)]
+    assert rig.limiter.global_inflight == 0
+    assert outcomes(rig.reader) == {"cancelled": 1}
+
+
+async def test_calls_that_end_normally_through_start(rig: Rig) -> None:
+    sinks = [RecordingSink() for _ in range(2)]
+    calls = [
+        rig.runner.start(request(request_id=i), s, streaming=False) for i, s in enumerate(sinks)
+    ]
+    await asyncio.gather(*(c.task for c in calls))
+    assert [s.endings()[0][0] for s in sinks] == ["ok", "ok"]
+    assert outcomes(rig.reader) == {"ok": 2}
+
+
+# --- outcome classes: client mistakes are not service errors --------------------------
+
+
+def proxy_runner(
+    captured: CapturedTelemetry, handler: Callable[[httpx.Request], httpx.Response]
+) -> tuple[CallRunner, Any, httpx.AsyncClient]:
+    settings = GatewaySettings.model_validate({"EXAI_WS_TOKEN": "t" * 20})
+    telemetry, reader = captured.build("ws-gateway", settings)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://proxy")
+
+    async def no_status(session_id: str) -> dict[str, Any]:
+        return {}
+
+    toolbox = Toolbox(settings, ProviderClient(http), StorageClient(http), no_status)
+    runner = CallRunner(
+        toolbox,
+        InflightLimiter(per_session=2, global_max=3),
+        GatewayTelemetry(telemetry),
+        call_timeout_s=5,
+        accepting=lambda: True,
+    )
+    return runner, reader, http
+
+
+def proxy_answers(models: dict[str, tuple[int, dict[str, Any]]]) -> Any:
+    def handler(request: httpx.Request) -> httpx.Response:
+        model = json.loads(request.content)["model"]
+        status, body = models[model]
+        return httpx.Response(status, json=body)
+
+    return handler
+
+
+UNKNOWN_MODEL = (
+    400,
+    {
+        "error": {
+            "message": "model 'nope' is not served by this proxy (see GET /v1/models)",
+            "type": "invalid_request_error",
+            "code": "model_not_found",
+            "param": None,
+        }
+    },
+)
+BAD_GATEWAY = (502, {"error": {"message": "upstream answered HTTP 500", "code": "server_error"}})
+ANSWER = (
+    200,
+    {"model": "good", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]},
+)
+
+
+async def test_a_proxy_4xx_is_a_validation_error_and_a_client_error(
+    captured: CapturedTelemetry,
+) -> None:
+    runner, reader, http = proxy_runner(captured, proxy_answers({"nope": UNKNOWN_MODEL}))
+    sink = RecordingSink()
+    await runner.run(request("chat", prompt="hi", model="nope"), sink, streaming=False)
+    await http.aclose()
+    ((kind, (code, message)),) = sink.endings()
+    assert (kind, code) == ("failed", ErrorCode.VALIDATION_ERROR)
+    assert "model 'nope' is not served by this proxy" in message
+    assert outcomes(reader) == {"client_error": 1}
+    assert duration_outcomes(reader) == {"client_error": 1}
+    span = next(s for s in captured.spans() if s.name == "ws call_tool chat")
+    assert span.attributes is not None and span.attributes["error.type"] == "VALIDATION_ERROR"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_a_proxy_5xx_stays_a_provider_error_and_an_error(captured: CapturedTelemetry) -> None:
+    runner, reader, http = proxy_runner(captured, proxy_answers({"m": BAD_GATEWAY}))
+    sink = RecordingSink()
+    await runner.run(request("chat", prompt="hi", model="m"), sink, streaming=False)
+    await http.aclose()
+    ((kind, (code, _)),) = sink.endings()
+    assert (kind, code) == ("failed", ErrorCode.PROVIDER_ERROR)
+    assert outcomes(reader) == {"error": 1}
+    span = next(s for s in captured.spans() if s.name == "ws call_tool chat")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None and span.attributes["error.type"] == "PROVIDER_ERROR"
+
+
+@pytest.mark.parametrize(
+    ("answers", "code", "outcome"),
+    [
+        (
+            {"nope": UNKNOWN_MODEL, "nope2": UNKNOWN_MODEL},
+            ErrorCode.VALIDATION_ERROR,
+            "client_error",
+        ),
+        ({"nope": UNKNOWN_MODEL, "down": BAD_GATEWAY}, ErrorCode.PROVIDER_ERROR, "error"),
+    ],
+)
+async def test_consensus_where_every_model_fails(
+    captured: CapturedTelemetry, answers: dict[str, Any], code: ErrorCode, outcome: str
+) -> None:
+    runner, reader, http = proxy_runner(captured, proxy_answers(answers))
+    sink = RecordingSink()
+    await runner.run(request("consensus", prompt="q", models=list(answers)), sink, streaming=False)
+    await http.aclose()
+    ((kind, (got, message)),) = sink.endings()
+    assert (kind, got) == ("failed", code)
+    assert all(model in message for model in answers)
+    assert outcomes(reader) == {outcome: 1}
+
+
+async def test_consensus_with_one_unknown_model_still_answers(captured: CapturedTelemetry) -> None:
+    runner, reader, http = proxy_runner(
+        captured, proxy_answers({"good": ANSWER, "nope": UNKNOWN_MODEL})
+    )
+    sink = RecordingSink()
+    await runner.run(
+        request("consensus", prompt="q", models=["good", "nope"]), sink, streaming=False
+    )
+    await http.aclose()
+    ((kind, _),) = sink.endings()
+    assert kind == "ok"
+    assert outcomes(reader) == {"ok": 1}

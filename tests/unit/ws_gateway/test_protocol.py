@@ -292,9 +292,19 @@ def test_a_duplicate_in_flight_request_id_is_rejected_never_merged() -> None:
     send(proto, call("dup"))
     proto.events_received()
     (out,) = send(proto, call("dup", arguments={"prompt": "other"}))
-    assert error_of(out) == ("dup", ErrorCode.INVALID_REQUEST)
-    assert "already in flight" in out["error"]["message"]
+    # Not addressed to "dup": a client routing frames by request_id would read that as
+    # the end of the original call. The rejected id travels inside the error.
+    assert out == {
+        "op": "error",
+        "request_id": None,
+        "error": {
+            "code": "INVALID_REQUEST",
+            "message": "request_id 'dup' is already in flight",
+            "request_id": "dup",
+        },
+    }
     assert proto.events_received() == []
+    assert proto.in_flight == frozenset({"dup"})
     # The original call is untouched and still completes normally.
     proto.complete_call("dup", [{"type": "text", "text": "ok"}], correlation_id="c", trace_id="t")
     assert frames(proto)[0]["op"] == "call_tool_res"
@@ -494,8 +504,27 @@ def test_cancel_of_an_in_flight_call_is_an_event_then_a_cancelled_frame() -> Non
 def test_cancel_of_an_unknown_call_is_invalid_request() -> None:
     proto = authenticated()
     (out,) = send(proto, {"op": "cancel", "request_id": "nope"})
-    assert error_of(out) == ("nope", ErrorCode.INVALID_REQUEST)
+    # Not addressed to "nope" either: the call may just have ended, and its id been
+    # reused by a new call this error must not appear to end.
+    assert out == {
+        "op": "error",
+        "request_id": None,
+        "error": {
+            "code": "INVALID_REQUEST",
+            "message": "no call 'nope' in flight",
+            "request_id": "nope",
+        },
+    }
     assert proto.events_received() == []
+
+
+def test_a_duplicate_integer_request_id_is_reported_as_an_integer() -> None:
+    proto = authenticated()
+    send(proto, call(7))
+    (out,) = send(proto, call(7))
+    assert out["request_id"] is None
+    assert out["error"]["request_id"] == 7
+    assert out["error"]["message"] == "request_id 7 is already in flight"
 
 
 def test_cancel_without_request_id_is_invalid_request() -> None:

@@ -35,12 +35,31 @@ def test_the_token_is_required_and_named_when_missing(monkeypatch: pytest.Monkey
     )
 
 
-@pytest.mark.parametrize("token", ["changeme", "CHANGEME", "tiny12"])
+@pytest.mark.parametrize("environment", ["development", "production"])
+@pytest.mark.parametrize("token", ["tiny12", "x" * 15, "changeme", "CHANGEME"])
+def test_short_tokens_are_refused_in_every_environment(token: str, environment: str) -> None:
+    # Short is weak everywhere, and too short for the log/span secret scrubber.
+    with pytest.raises(ValidationError) as info:
+        build(EXAI_WS_TOKEN=token, EXAI_ENVIRONMENT=environment)
+    message = describe_validation_error(GatewaySettings, info.value)
+    assert "EXAI_WS_TOKEN" in message and "16 characters" in message
+    assert token not in message
+
+
+def test_a_token_of_the_minimum_length_is_accepted_everywhere() -> None:
+    for environment in ("development", "production"):
+        settings = build(EXAI_WS_TOKEN="k" * 16, EXAI_ENVIRONMENT=environment)
+        assert settings.ws_token.get_secret_value() == "k" * 16
+
+
+@pytest.mark.parametrize(
+    "token", ["changeme" * 2, "PLACEHOLDER-PLACEHOLDER", "your-token-goes-here"]
+)
 def test_placeholder_tokens_are_refused_outside_development(token: str) -> None:
     with pytest.raises(ValidationError) as info:
         build(EXAI_WS_TOKEN=token, EXAI_ENVIRONMENT="production")
     message = describe_validation_error(GatewaySettings, info.value)
-    assert "EXAI_WS_TOKEN" in message and token not in message
+    assert "EXAI_WS_TOKEN" in message and "placeholder" in message and token not in message
     assert build(EXAI_WS_TOKEN=token).ws_token.get_secret_value() == token  # development
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from ws_gateway.clients import ProviderClient
-from ws_gateway.errors import ProviderError, ToolValidationError
+from ws_gateway.clients import Completion, ProviderClient, StoredMessage
+from ws_gateway.errors import ProviderError, StorageError, ToolValidationError
+from ws_gateway.settings import GatewaySettings
 from ws_gateway.tools import (
+    CallContext,
     ChatArgs,
     ConsensusArgs,
     NoArgs,
     Toolbox,
+    ToolResult,
     idempotency_key,
     validate_args,
 )
@@ -85,22 +89,86 @@ def test_validation_messages_do_not_echo_the_input() -> None:
     assert "sk-do-not-echo" not in info.value.message
 
 
-def test_idempotency_keys_are_stable_per_call_and_role() -> None:
-    key = idempotency_key("sess", "r1", "conv", "hello", "user")
-    assert key == idempotency_key("sess", "r1", "conv", "hello", "user")
-    assert key.endswith(":user")
-    others = {
-        idempotency_key("sess", "r1", "conv", "hello", "assistant"),
-        idempotency_key("sess2", "r1", "conv", "hello", "user"),
-        idempotency_key("sess", "r2", "conv", "hello", "user"),
-        idempotency_key("sess", 1, "conv", "hello", "user"),
-        idempotency_key("sess", "1", "conv", "hello", "user"),
-        idempotency_key("sess", "r1", "conv2", "hello", "user"),
-        # a client that restarts its request counter with a new prompt is a new message
-        idempotency_key("sess", "r1", "conv", "a different prompt", "user"),
-    }
-    assert key not in others and len(others) == 7
-    assert "hello" not in key and len(key) < 128
+def test_idempotency_keys_come_from_the_call_id_and_the_role() -> None:
+    key = idempotency_key("0f" * 16, "user")
+    assert key == idempotency_key("0f" * 16, "user")
+    assert key.endswith(":user") and len(key) < 128
+    assert key != idempotency_key("0f" * 16, "assistant")
+    assert key != idempotency_key("1e" * 16, "user")
+
+
+@dataclass
+class FakeStorage:
+    """Records appends; fails the first `fail_appends` of them like a flaky adapter."""
+
+    fail_appends: int = 0
+    appended: list[tuple[str, str, str]] = field(default_factory=list)
+    keys_seen: list[str] = field(default_factory=list)
+
+    async def history(self, continuation_id: str) -> list[StoredMessage] | None:
+        return [StoredMessage(role, content) for role, content, _ in self.appended]
+
+    async def create(self, continuation_id: str) -> None:
+        return None
+
+    async def append(
+        self,
+        continuation_id: str,
+        role: str,
+        content: str,
+        idempotency_key: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.keys_seen.append(idempotency_key)
+        if self.fail_appends:
+            self.fail_appends -= 1
+            raise StorageError("storage-adapter answered 503: busy")
+        if all(key != idempotency_key for _, _, key in self.appended):
+            self.appended.append((role, content, idempotency_key))
+
+
+class FakeProvider:
+    async def complete(self, model: str, messages: Any, *, temperature: Any = None) -> Completion:
+        return Completion("same answer", model)
+
+
+async def chat(toolbox: Toolbox, session: str, request_id: Any, prompt: str) -> ToolResult:
+    async def progress(stage: str, message: str) -> None:
+        return None
+
+    args = ChatArgs(prompt=prompt, continuation_id="conv-1")
+    return await toolbox.chat(args, CallContext(session, request_id, progress))
+
+
+def toolbox_with(storage: FakeStorage) -> Toolbox:
+    settings = GatewaySettings.model_validate({"EXAI_WS_TOKEN": "t" * 20})
+    return Toolbox(settings, FakeProvider(), storage, status=None)  # type: ignore[arg-type]
+
+
+async def test_two_calls_with_the_same_ids_and_prompt_are_two_exchanges() -> None:
+    # session_id is client-chosen and a request_id may be reused once its call ended:
+    # neither identifies a call, so they must not make the storage keys.
+    storage = FakeStorage()
+    toolbox = toolbox_with(storage)
+    for _ in range(2):
+        result = await chat(toolbox, "same-session", "same-id", "same prompt")
+        assert result.metadata["memory"]["write"] == "stored"
+    assert [role for role, _, _ in storage.appended] == ["user", "assistant"] * 2
+    assert len({key for _, _, key in storage.appended}) == 4
+
+
+async def test_a_retried_write_of_one_call_reuses_its_key() -> None:
+    storage = FakeStorage(fail_appends=1)  # the first user append fails, then is retried
+    toolbox = toolbox_with(storage)
+    result = await chat(toolbox, "s", "r", "hello")
+    assert result.metadata["memory"]["write"] == "stored"
+    user_first, user_retry, assistant = storage.keys_seen
+    assert user_first == user_retry and user_first.endswith(":user")
+    assert (
+        assistant.endswith(":assistant")
+        and assistant[: -len("assistant")] == (user_first[: -len("user")])
+    )
+    assert [role for role, _, _ in storage.appended] == ["user", "assistant"]
 
 
 def sse(line: str, state: dict[str, Any] | None = None) -> str | None:
