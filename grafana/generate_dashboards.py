@@ -333,7 +333,8 @@ def overview() -> Dashboard:
         ),
         timeseries_panel(
             "Gateway calls by tool and outcome",
-            "Tool calls per second; outcome is ok | error | client_error | cancelled | timeout | rejected.",
+            "Tool calls per second; outcome is ok | error | client_error | cancelled"
+            " | timeout | rejected.",
             [
                 prom(
                     f"sum by (exai_tool, exai_outcome) (rate(exai_gateway_calls_total[{RATE}]))",
