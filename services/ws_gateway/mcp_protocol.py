@@ -20,6 +20,7 @@ from typing import Any
 
 from exai_telemetry.correlation import new_correlation_id, normalize_correlation_id
 from ws_gateway.errors import ErrorCode
+from ws_gateway.sansio import SansIOBuffers
 from ws_gateway.types import JSONObject, RequestId
 
 SUBPROTOCOL = "mcp"
@@ -65,7 +66,7 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, str | int) and not isinstance(value, bool)
 
 
-class McpProtocol:
+class McpProtocol(SansIOBuffers[McpEvent]):
     """One MCP connection: initialisation state, in-flight calls, messages out."""
 
     def __init__(
@@ -76,6 +77,7 @@ class McpProtocol:
         header_correlation_id: str | None = None,
         correlation_id_factory: Callable[[], str] = new_correlation_id,
     ) -> None:
+        super().__init__()
         self._tool_specs = [dict(spec) for spec in tool_specs]
         self._tool_names = frozenset(str(spec["name"]) for spec in tool_specs)
         self._server_version = server_version
@@ -84,8 +86,6 @@ class McpProtocol:
         self.initialized = False
         self.protocol_version: str | None = None
         self._in_flight: dict[RequestId, str | int | None] = {}  # id → progress token
-        self._events: list[McpEvent] = []
-        self._outgoing: list[str] = []
 
     # --- inputs -------------------------------------------------------------------
 
@@ -103,15 +103,7 @@ class McpProtocol:
     def receive_bytes(self, data: bytes) -> None:
         self._error(None, JsonRpcCode.PARSE_ERROR, "parse error: binary frames are not JSON-RPC")
 
-    # --- outputs ------------------------------------------------------------------
-
-    def events_received(self) -> list[McpEvent]:
-        events, self._events = self._events, []
-        return events
-
-    def data_to_send(self) -> list[str]:
-        frames, self._outgoing = self._outgoing, []
-        return frames
+    # --- state (events_received() and data_to_send() come from SansIOBuffers) ----
 
     @property
     def in_flight(self) -> frozenset[RequestId]:

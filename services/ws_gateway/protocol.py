@@ -32,6 +32,7 @@ from typing import Any
 
 from exai_telemetry.correlation import new_correlation_id, normalize_correlation_id
 from ws_gateway.errors import ErrorCode
+from ws_gateway.sansio import SansIOBuffers
 from ws_gateway.types import JSONObject, RequestId
 
 SUBPROTOCOL = "exai.v1"
@@ -152,7 +153,7 @@ def parse_request_id(frame: Mapping[str, Any], *, required: bool) -> RequestId |
     return value
 
 
-class NativeProtocol:
+class NativeProtocol(SansIOBuffers[Event]):
     """One connection's native-protocol state: hello, in-flight calls, frames out."""
 
     def __init__(
@@ -165,6 +166,7 @@ class NativeProtocol:
         session_id_factory: Callable[[], str] = new_session_id,
         correlation_id_factory: Callable[[], str] = new_correlation_id,
     ) -> None:
+        super().__init__()
         self._token = token
         self._tool_specs = [dict(spec) for spec in tool_specs]
         self._tool_names = frozenset(str(spec["name"]) for spec in tool_specs)
@@ -177,8 +179,6 @@ class NativeProtocol:
         self.hello_correlation_id: str | None = None
         self.close: Close | None = None
         self._in_flight: dict[RequestId, bool] = {}  # request_id → streaming
-        self._events: list[Event] = []
-        self._outgoing: list[str] = []
 
     # --- inputs -------------------------------------------------------------------
 
@@ -215,15 +215,7 @@ class NativeProtocol:
         if self.state is State.AWAITING_HELLO:
             self._close(CloseCode.HELLO_TIMEOUT, "hello timeout")
 
-    # --- outputs ------------------------------------------------------------------
-
-    def events_received(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
-
-    def data_to_send(self) -> list[str]:
-        frames, self._outgoing = self._outgoing, []
-        return frames
+    # --- state (events_received() and data_to_send() come from SansIOBuffers) ----
 
     @property
     def authenticated(self) -> bool:
