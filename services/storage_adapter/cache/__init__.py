@@ -17,7 +17,7 @@ never reach a client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from storage_adapter.models import Conversation, History, Message
@@ -76,11 +76,4 @@ def later_conversation(cached: Conversation, fresh: Conversation) -> Conversatio
     """The cached conversation with the newer of the two ``updated_at`` values."""
     if fresh.updated_at <= cached.updated_at:
         return cached
-    return Conversation(
-        cached.id,
-        cached.continuation_id,
-        cached.title,
-        cached.metadata,
-        cached.created_at,
-        fresh.updated_at,
-    )
+    return replace(cached, updated_at=fresh.updated_at)

@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -269,14 +270,7 @@ class SqlStore:
             if not is_same_request(duplicate.existing, duplicate.conversation.id, message):
                 raise IdempotencyConflict(message.idempotency_key) from None
             return AppendResult(duplicate.conversation, duplicate.existing, created=False)
-        updated = Conversation(
-            conversation.id,
-            conversation.continuation_id,
-            conversation.title,
-            conversation.metadata,
-            conversation.created_at,
-            now,
-        )
+        updated = replace(conversation, updated_at=now)
         return AppendResult(updated, _message(row), created=True)
 
     async def close(self) -> None:

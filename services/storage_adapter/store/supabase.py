@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -234,14 +235,7 @@ class SupabaseStore:
                 .eq("id", conversation.id)
                 .execute()
             )
-        updated = Conversation(
-            conversation.id,
-            conversation.continuation_id,
-            conversation.title,
-            conversation.metadata,
-            conversation.created_at,
-            now,
-        )
+        updated = replace(conversation, updated_at=now)
         return AppendResult(updated, parse_message(inserted.data[0]), created=True)
 
     async def close(self) -> None:
