@@ -38,6 +38,9 @@ S = TypeVar("S", bound=ServiceSettings)
 
 logger = logging.getLogger(__name__)
 
+# Only `traceparent` goes back to callers (baggage stays internal).
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+
 # Regexes searched in the full request URL (scheme://host/path): anchored so that a
 # conversation called "healthcare-1" is still traced.
 HEALTH_PATHS = r"^[a-z]+://[^/]+/health(/live|/ready)?/?$"
@@ -89,7 +92,7 @@ class CorrelationMiddleware:
                 if correlation_id:
                     headers.append((CORRELATION_HEADER.encode(), correlation_id.encode()))
                 carrier: dict[str, str] = {}
-                TraceContextTextMapPropagator().inject(carrier)
+                _TRACE_CONTEXT.inject(carrier)
                 if "traceparent" in carrier:
                     headers.append((b"traceparent", carrier["traceparent"].encode()))
                 message = {**message, "headers": headers}

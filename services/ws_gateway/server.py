@@ -35,6 +35,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from exai_telemetry.correlation import CORRELATION_HEADER
 from exai_telemetry.health import CHECK_TIMEOUT_S, ComponentHealth, Probe, evaluate
 from exai_telemetry.redaction import redact_path
 from exai_telemetry.settings import fail
@@ -279,7 +280,7 @@ class Gateway:
                 )
                 await ws.close(CloseCode.OVER_CONNECTION_LIMIT, "over connection limit")
                 return
-            header_correlation_id = ws.request.headers.get("X-Correlation-ID")
+            header_correlation_id = ws.request.headers.get(CORRELATION_HEADER)
             logger.info("%s connection open (%s)", kind, target)
             with self.metrics.connection(kind):
                 if kind == "mcp":
