@@ -1,19 +1,36 @@
-"""JSON log lines in UTC, each carrying `trace_id`, `span_id` and `correlation_id`."""
+"""Logs: JSON lines on stdout and OTLP log records, both tied to the active trace.
+
+- stdout: one JSON object per line in UTC with `trace_id`, `span_id`, `correlation_id`
+  (what `docker compose logs` and the process supervisor show);
+- OTLP (:class:`OtlpLogHandler`): the same records to the collector, with the trace
+  context on the record itself and the correlation ID as attribute `exai.correlation_id`,
+  so Loki (compose) and `exai trace` (no-Docker) find a request's log lines.
+
+Both paths scrub registered secrets from the message, its arguments and tracebacks.
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry._logs import LoggerProvider
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from pythonjsonlogger.json import JsonFormatter
 
-from exai_telemetry.correlation import current_correlation_id
+from exai_telemetry.correlation import CORRELATION_ATTRIBUTE, current_correlation_id
 from exai_telemetry.redaction import SecretRegistry, scrub_any
 
 _HANDLER_NAME = "exai-json"
+_OTLP_HANDLER_NAME = "exai-otlp"
+# Record fields the stdout filter adds; on OTLP records the trace context is the
+# record's own and the correlation ID is `exai.correlation_id`.
+_STDOUT_ONLY_FIELDS = ("trace_id", "span_id", "correlation_id", "service")
 
 # Libraries whose DEBUG/INFO output carries payloads: SQL parameters (message content),
 # WebSocket frames (the hello token, prompts), request URLs. They stay at WARNING even
@@ -91,3 +108,57 @@ def configure_logging(service_name: str, level: str, registry: SecretRegistry) -
     # uvicorn's access log repeats what the HTTP server spans already record, and its
     # request line may carry query strings.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class OtlpLogHandler(LoggingHandler):
+    """Sends log records to the OpenTelemetry LoggerProvider (OTLP to the collector).
+
+    Works on a copy of each record, so the stdout handler's fields never leak in and
+    the original record is left as other handlers expect it.
+    """
+
+    def __init__(self, logger_provider: LoggerProvider, registry: SecretRegistry) -> None:
+        super().__init__(logger_provider=logger_provider)
+        self._registry = registry
+
+    def emit(self, record: logging.LogRecord) -> None:
+        otlp_record = copy.copy(record)
+        for name in _STDOUT_ONLY_FIELDS:
+            otlp_record.__dict__.pop(name, None)
+        if isinstance(otlp_record.msg, str):
+            otlp_record.msg = self._registry.scrub(otlp_record.msg)
+        if otlp_record.args:
+            otlp_record.args = scrub_any(otlp_record.args, self._registry)
+        correlation_id = current_correlation_id()
+        if correlation_id is not None:
+            otlp_record.__dict__[CORRELATION_ATTRIBUTE] = correlation_id
+        if otlp_record.exc_info and otlp_record.exc_info[0] is not None:
+            # The handler would format the traceback itself, unscrubbed.
+            exc_type, exc, tb = otlp_record.exc_info
+            otlp_record.__dict__["exception.type"] = exc_type.__name__
+            otlp_record.__dict__["exception.message"] = self._registry.scrub(str(exc))
+            otlp_record.__dict__["exception.stacktrace"] = self._registry.scrub(
+                "".join(traceback.format_exception(exc_type, exc, tb))
+            )
+            otlp_record.exc_info = None
+            otlp_record.exc_text = None
+        super().emit(otlp_record)
+
+
+def attach_otlp_logs(logger_provider: LoggerProvider, level: str, registry: SecretRegistry) -> None:
+    """Add (or replace) the OTLP handler on the root logger; idempotent."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _OTLP_HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = OtlpLogHandler(logger_provider, registry)
+    handler.set_name(_OTLP_HANDLER_NAME)
+    handler.setLevel(level.upper())
+    root.addHandler(handler)
+
+
+def detach_otlp_logs() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _OTLP_HANDLER_NAME:
+            root.removeHandler(handler)

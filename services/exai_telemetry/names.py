@@ -13,6 +13,7 @@ REQUEST_ID: Final = "exai.request_id"  # spans only: unbounded
 CONTINUATION_ID: Final = "exai.continuation_id"  # spans only: unbounded
 TOOL: Final = "exai.tool"
 OUTCOME: Final = "exai.outcome"
+ERROR_CODE: Final = "exai.error.code"  # the gateway's error code on a failed call's span
 PROTOCOL: Final = "exai.protocol"  # native | mcp
 PROVIDER_ATTEMPT: Final = "exai.provider.attempt"  # 1-based, on each attempt span
 ATTEMPT_OUTCOME: Final = "exai.provider.attempt.outcome"

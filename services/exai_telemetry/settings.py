@@ -68,6 +68,16 @@ class ServiceSettings(BaseSettings):
     otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
     otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
     otlp_timeout_s: float = Field(default=5.0, gt=0, le=60, validation_alias="EXAI_OTLP_TIMEOUT_S")
+    # How long a finished span may wait in the SDK before export. The collector decides
+    # a trace EXAI_TAIL_DECISION_WAIT_AFTER_ROOT (3 s) after its root span arrives; every
+    # other span of the trace must have arrived by then, so this stays well below it
+    # (the SDK default of 5 s let tail sampling drop retried traces it promised to keep).
+    bsp_schedule_delay_ms: int = Field(
+        default=500, ge=1, le=2000, validation_alias="OTEL_BSP_SCHEDULE_DELAY"
+    )
+    # Logs go over OTLP too (to the collector: a file in the no-Docker stack, Loki in
+    # compose); stdout JSON stays for `docker compose logs` and the process supervisor.
+    otlp_logs: bool = Field(default=True, validation_alias="EXAI_OTLP_LOGS")
     log_level: LogLevel = Field(default="INFO", validation_alias="EXAI_LOG_LEVEL")
     capture_content: bool = Field(default=False, validation_alias="EXAI_CAPTURE_CONTENT")
     environment: str = Field(

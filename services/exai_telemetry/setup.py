@@ -1,9 +1,13 @@
 """`setup_telemetry()`: tracer, meter and log wiring shared by all services (DESIGN §6).
 
-Production: OTLP/HTTP exporters to `OTEL_EXPORTER_OTLP_ENDPOINT`, batch span
-processor with a bounded queue (a dead collector costs dropped spans, counted by the
-SDK as `otel.sdk.processor.span.processed{error.type="queue_full"}`, never a blocked
-request). Tests pass `span_exporter` / `metric_reader` explicitly and get synchronous,
+Production: OTLP/HTTP exporters to `OTEL_EXPORTER_OTLP_ENDPOINT` for traces, metrics
+and logs; a batch span processor with a bounded queue (a dead collector costs dropped
+spans, counted by the SDK as `otel.sdk.processor.span.processed{error.type="queue_full"}`,
+never a blocked request) that exports within `OTEL_BSP_SCHEDULE_DELAY` (500 ms), well
+inside the collector's tail-sampling wait. The SDK's own histograms carry no exemplars
+(`OTEL_METRICS_EXEMPLAR_FILTER=always_off` unless set): they would point at traces that
+tail sampling drops; the collector attaches exemplars after sampling instead. Tests pass
+`span_exporter` / `metric_reader` / `log_exporter` explicitly and get synchronous,
 in-memory telemetry. Providers are returned, not only installed globally, so several
 services can live in one test process, each with its own resource.
 """
@@ -19,6 +23,12 @@ from dataclasses import dataclass, field
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    SimpleLogRecordProcessor,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
@@ -32,7 +42,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from exai_telemetry.correlation import CorrelationIdSpanProcessor
-from exai_telemetry.logs import configure_logging
+from exai_telemetry.logs import attach_otlp_logs, configure_logging, detach_otlp_logs
 from exai_telemetry.redaction import RedactingSpanExporter, SecretRegistry
 from exai_telemetry.settings import ServiceSettings
 
@@ -52,6 +62,7 @@ class Telemetry:
     meter_provider: MeterProvider
     secrets: SecretRegistry
     capture_content: bool
+    logger_provider: LoggerProvider | None = None
     _shut_down: bool = field(default=False, repr=False)
 
     def tracer(self, name: str) -> trace.Tracer:
@@ -65,6 +76,9 @@ class Telemetry:
         if self._shut_down:
             return
         self._shut_down = True
+        if self.logger_provider is not None:
+            detach_otlp_logs()
+            self.logger_provider.shutdown()
         # shutdown() exports what is queued, bounded by the processor's own timeout;
         # force_flush() is not bounded in this SDK version, so it is not called.
         self.tracer_provider.shutdown()
@@ -95,21 +109,33 @@ def build_resource(service_name: str, version: str, environment: str) -> Resourc
     )
 
 
-def _otlp_exporters(endpoint: str, timeout_s: float) -> tuple[SpanExporter, MetricReader]:
+@dataclass(frozen=True)
+class _OtlpExporters:
+    spans: SpanExporter
+    metrics: MetricReader
+    logs: LogRecordExporter
+
+
+def _otlp_exporters(endpoint: str, timeout_s: float) -> _OtlpExporters:
     # Imported here: tests never need the exporter stack.
     from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     base = endpoint.rstrip("/")
-    span_exporter = OTLPSpanExporter(
-        endpoint=f"{base}/v1/traces", timeout=timeout_s, compression=Compression.Gzip
+    return _OtlpExporters(
+        spans=OTLPSpanExporter(
+            endpoint=f"{base}/v1/traces", timeout=timeout_s, compression=Compression.Gzip
+        ),
+        metrics=PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=timeout_s),
+            export_interval_millis=METRIC_EXPORT_INTERVAL_MS,
+        ),
+        logs=OTLPLogExporter(
+            endpoint=f"{base}/v1/logs", timeout=timeout_s, compression=Compression.Gzip
+        ),
     )
-    metric_reader = PeriodicExportingMetricReader(
-        OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=timeout_s),
-        export_interval_millis=METRIC_EXPORT_INTERVAL_MS,
-    )
-    return span_exporter, metric_reader
 
 
 def setup_telemetry(
@@ -119,6 +145,7 @@ def setup_telemetry(
     *,
     span_exporter: SpanExporter | None = None,
     metric_reader: MetricReader | None = None,
+    log_exporter: LogRecordExporter | None = None,
     install_global: bool = True,
     configure_logs: bool = True,
 ) -> Telemetry:
@@ -131,19 +158,24 @@ def setup_telemetry(
     """
     name = settings.otel_service_name or service_name
     registry = SecretRegistry(settings.secret_values())
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    # Stable HTTP and database semconv only (http.request.method, db.system.name, …):
+    # the instrumentations read this when they instrument, i.e. after this call.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
     os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
     resource = build_resource(name, version, settings.environment)
 
     readers: list[MetricReader] = []
     exporter: SpanExporter | None = span_exporter
+    logs_exporter: LogRecordExporter | None = log_exporter
     if metric_reader is not None:
         readers.append(metric_reader)
     if exporter is None and settings.otel_exporter_otlp_endpoint and not settings.otel_sdk_disabled:
-        exporter, otlp_reader = _otlp_exporters(
-            settings.otel_exporter_otlp_endpoint, settings.otlp_timeout_s
-        )
-        readers.append(otlp_reader)
+        otlp = _otlp_exporters(settings.otel_exporter_otlp_endpoint, settings.otlp_timeout_s)
+        exporter = otlp.spans
+        readers.append(otlp.metrics)
+        if settings.otlp_logs:
+            logs_exporter = otlp.logs
 
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
     tracer_provider = TracerProvider(resource=resource)
@@ -158,8 +190,23 @@ def setup_telemetry(
             tracer_provider.add_span_processor(
                 # Queue bounded by OTEL_BSP_MAX_QUEUE_SIZE (default 2048): a dead
                 # collector costs dropped spans, never memory or request latency.
-                BatchSpanProcessor(redacting, meter_provider=meter_provider)
+                BatchSpanProcessor(
+                    redacting,
+                    schedule_delay_millis=settings.bsp_schedule_delay_ms,
+                    meter_provider=meter_provider,
+                )
             )
+
+    logger_provider: LoggerProvider | None = None
+    if logs_exporter is not None:
+        logger_provider = LoggerProvider(resource=resource)
+        logger_provider.add_log_record_processor(
+            SimpleLogRecordProcessor(logs_exporter)
+            if log_exporter is not None
+            else BatchLogRecordProcessor(
+                logs_exporter, schedule_delay_millis=settings.bsp_schedule_delay_ms
+            )
+        )
 
     if install_global:
         trace.set_tracer_provider(tracer_provider)
@@ -169,6 +216,15 @@ def setup_telemetry(
         )
     if configure_logs:
         configure_logging(name, settings.log_level, registry)
+        if logger_provider is not None:
+            attach_otlp_logs(logger_provider, settings.log_level, registry)
     if exporter is None:
         logger.info("telemetry export disabled (no OTEL_EXPORTER_OTLP_ENDPOINT)")
-    return Telemetry(name, tracer_provider, meter_provider, registry, settings.capture_content)
+    return Telemetry(
+        name,
+        tracer_provider,
+        meter_provider,
+        registry,
+        settings.capture_content,
+        logger_provider=logger_provider,
+    )

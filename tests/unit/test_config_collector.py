@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from exai_telemetry.settings import ServiceSettings
 from tests.config_tools import REPO_ROOT, load_yaml
 
 CONFIG = load_yaml("otel-collector.yaml")
@@ -46,9 +47,25 @@ def used_components() -> set[str]:
     return used
 
 
-def pipelines() -> dict[str, dict[str, list[str]]]:
-    result: dict[str, dict[str, list[str]]] = CONFIG["service"]["pipelines"]
-    return result
+_ENV_DEFAULT = re.compile(r"^\$\{env:([A-Z0-9_]+):-([^}]*)\}$")
+# The logs exporter is chosen per stack; each value must name a defined exporter.
+LOGS_EXPORTER_BY_STACK = {"compose": "otlp_http/loki", "no-docker": "file/logs"}
+
+
+def _resolve(component_id: str, stack: str = "compose") -> str:
+    match = _ENV_DEFAULT.match(component_id)
+    if match is None:
+        return component_id
+    assert match.group(1) == "EXAI_LOGS_EXPORTER", component_id
+    return LOGS_EXPORTER_BY_STACK[stack] if stack != "compose" else match.group(2)
+
+
+def pipelines(stack: str = "compose") -> dict[str, dict[str, list[str]]]:
+    raw: dict[str, dict[str, list[str]]] = CONFIG["service"]["pipelines"]
+    return {
+        name: {role: [_resolve(c, stack) for c in ids] for role, ids in pipeline.items()}
+        for name, pipeline in raw.items()
+    }
 
 
 def test_uses_exactly_the_components_of_the_custom_build() -> None:
@@ -62,11 +79,26 @@ def test_uses_exactly_the_components_of_the_custom_build() -> None:
 
 def test_every_defined_component_is_used_in_a_pipeline() -> None:
     referenced = set(CONFIG["service"]["extensions"])
-    for pipeline in pipelines().values():
-        for role in ("receivers", "processors", "exporters"):
-            referenced.update(pipeline.get(role, []))
+    for stack in LOGS_EXPORTER_BY_STACK:
+        for pipeline in pipelines(stack).values():
+            for role in ("receivers", "processors", "exporters"):
+                referenced.update(pipeline.get(role, []))
     defined = {cid for section in KINDS for cid in CONFIG.get(section) or {}}
     assert defined == referenced
+
+
+def test_logs_go_to_loki_in_compose_and_to_a_file_exai_trace_reads_without_docker() -> None:
+    assert pipelines("compose")["logs"]["exporters"] == ["otlp_http/loki"]
+    assert pipelines("no-docker")["logs"]["exporters"] == ["file/logs"]
+    logs = pipelines()["logs"]
+    assert logs["receivers"] == ["otlp"]
+    assert "redaction/logs" in logs["processors"]
+    file_logs = CONFIG["exporters"]["file/logs"]
+    assert file_logs["path"] == "${env:EXAI_TELEMETRY_DIR:-/var/lib/otelcol}/logs.jsonl"
+    assert file_logs["format"] == "json"
+    assert file_logs["rotation"]["max_megabytes"] > 0
+    loki = CONFIG["exporters"]["otlp_http/loki"]["endpoint"]
+    assert loki == "${env:EXAI_LOKI_OTLP_ENDPOINT:-http://loki:3100/otlp}"
 
 
 def test_memory_limiter_runs_first_in_every_pipeline_that_receives_otlp() -> None:
@@ -84,6 +116,9 @@ def test_span_metrics_and_service_graph_see_every_span_before_sampling() -> None
     assert sampled["receivers"] == ["forward"]
     assert sampled["processors"][0] == "tail_sampling"
     assert any(component_type(e) == "otlp_grpc" for e in sampled["exporters"])
+    # Exemplars come only from the spans that were kept.
+    assert "span_metrics/kept" in sampled["exporters"]
+    assert "span_metrics/kept" not in ingest["exporters"]
     # Redaction happens before anything leaves the ingest pipeline (connectors included).
     for processor in ("redaction", "transform/redact", "attributes/credential-headers"):
         assert processor in ingest["processors"]
@@ -91,7 +126,14 @@ def test_span_metrics_and_service_graph_see_every_span_before_sampling() -> None
 
 def test_metrics_pipeline_takes_the_connector_output_to_prometheus() -> None:
     metrics = pipelines()["metrics"]
-    assert set(metrics["receivers"]) == {"otlp", "span_metrics", "servicegraph"}
+    assert set(metrics["receivers"]) == {
+        "otlp",
+        "span_metrics",
+        "span_metrics/kept",
+        "servicegraph",
+    }
+    # Renamed to the names Grafana's Tempo service-graph table queries.
+    assert "transform/spanmetrics-names" in metrics["processors"]
     assert metrics["exporters"] == ["otlp_http/prometheus"]
     endpoint = CONFIG["exporters"]["otlp_http/prometheus"]["endpoint"]
     assert endpoint == "${env:EXAI_PROMETHEUS_OTLP_ENDPOINT:-http://prometheus:9090/api/v1/otlp}"
@@ -133,9 +175,30 @@ def test_tail_sampling_decides_fast_enough_for_tests() -> None:
     assert wait and int(wait.group(1)) <= 10
 
 
-def test_span_metrics_have_exemplars_and_only_bounded_dimensions() -> None:
-    span_metrics = CONFIG["connectors"]["span_metrics"]
-    assert span_metrics["exemplars"]["enabled"] is True
+def test_tail_sampling_waits_longer_after_the_root_than_the_services_export_delay() -> None:
+    tail = CONFIG["processors"]["tail_sampling"]
+    wait = re.fullmatch(
+        r"\$\{env:EXAI_TAIL_DECISION_WAIT_AFTER_ROOT:-(\d+)s\}",
+        tail["decision_wait_after_root_received"],
+    )
+    assert wait
+    delay_field = ServiceSettings.model_fields["bsp_schedule_delay_ms"]
+    longest_delay_ms = max(m.le for m in delay_field.metadata if getattr(m, "le", None) is not None)
+    # The longest export delay a service accepts, plus a second for the export itself.
+    assert int(wait.group(1)) * 1000 >= longest_delay_ms + 1000
+
+
+def test_exemplars_only_from_kept_spans_and_only_bounded_dimensions() -> None:
+    all_spans = CONFIG["connectors"]["span_metrics"]
+    kept = CONFIG["connectors"]["span_metrics/kept"]
+    assert all_spans["exemplars"]["enabled"] is False
+    assert kept["exemplars"]["enabled"] is True
+    assert all_spans["namespace"] == "traces.spanmetrics"
+    assert kept["namespace"] == "traces.spanmetrics.kept"
+    # Same dimensions and buckets: the kept series line up with the exact ones.
+    assert kept["dimensions"] == all_spans["dimensions"]
+    assert kept["histogram"] == all_spans["histogram"]
+    span_metrics = all_spans
     assert span_metrics["histogram"]["unit"] == "s"
     dimensions = {d["name"] for d in span_metrics["dimensions"]}
     assert {
