@@ -86,9 +86,17 @@ class Telemetry:
 
 
 def _views() -> list[View]:
+    # Only our own durations and the GenAI call duration: the SLO needs a bucket at 5 s.
+    # Instruments with semconv advisory buckets (MCP, GenAI chunk timings, HTTP) keep
+    # theirs; a wildcard View would override them (and a second matching View would
+    # duplicate the stream).
     return [
         View(
-            instrument_name="*duration*",
+            instrument_name="exai.*duration*",
+            aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS_S),
+        ),
+        View(
+            instrument_name="gen_ai.client.operation.duration",
             aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS_S),
         ),
         View(

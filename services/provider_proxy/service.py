@@ -191,17 +191,21 @@ class ChatService:
         yield DONE_EVENT
 
     def _start_call(self, upstream: Upstream, target: Target, body: JsonObject) -> ChatCall:
-        label = target.model if self._router.is_known(target.model) else OTHER_MODEL
         return ChatCall(
             self._tracer,
             self._metrics,
             upstream.adapter,
             target.model,
-            label,
+            self._model_label(target.model),
             upstream.breaker.state,
             body,
             capture_content=self._capture_content,
+            model_label_of=self._model_label,
         )
+
+    def _model_label(self, model: str) -> str:
+        """A model name as a bounded metric label: itself if configured, else `other`."""
+        return model if self._router.is_known(model) else OTHER_MODEL
 
     def _may_fall_back(
         self, exc: ProxyError, index: int, plan: list[Target], deadline: Deadline

@@ -19,6 +19,15 @@ attribute no metric uses — when it differs from the label.
 
 With `EXAI_CAPTURE_CONTENT=true` the `chat` span also carries `gen_ai.input.messages`
 and `gen_ai.output.messages` (see :mod:`provider_proxy.content`); never otherwise.
+
+Streamed calls also record the GenAI streaming histograms
+`gen_ai.client.operation.time_to_first_chunk` (from the start of the logical call,
+retries included, to the first chunk) and `gen_ai.client.operation.time_per_output_chunk`
+(one value per later chunk: the gap since the previous one), and put the former on the
+`chat` span as `gen_ai.response.time_to_first_chunk`. Chunk times are taken as chunks
+arrive but recorded when the call ends, so that they carry the same attributes as
+`gen_ai.client.operation.duration`: `gen_ai.response.model` (its bounded label) once
+known, `error.type` when the call failed.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
+    GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK,
+    GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
     create_gen_ai_client_operation_duration,
     create_gen_ai_client_token_usage,
 )
@@ -60,6 +71,24 @@ CANCELLED = "cancelled"
 REQUEST_MODEL_RAW = "exai.request.model_raw"
 Outcome = Literal["ok", "error", "cancelled"]
 
+# The GenAI semconv's advice for its client latency histograms (seconds).
+GEN_AI_LATENCY_BUCKETS_S = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+
 # Request parameters worth a span attribute (never message content).
 _REQUEST_PARAMS: dict[str, str] = {
     "max_tokens": gen_ai.GEN_AI_REQUEST_MAX_TOKENS,
@@ -78,8 +107,21 @@ class ProxyMetrics:
         self.tokens = meter.create_counter(
             names.M_PROVIDER_TOKENS, unit="{token}", description="Tokens by provider and type."
         )
+        self.time_to_first_chunk = meter.create_histogram(
+            GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Time to receive the first chunk of a streamed completion.",
+            explicit_bucket_boundaries_advisory=GEN_AI_LATENCY_BUCKETS_S,
+        )
+        self.time_per_output_chunk = meter.create_histogram(
+            GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK,
+            unit="s",
+            description="Time between consecutive chunks of a streamed completion.",
+            explicit_bucket_boundaries_advisory=GEN_AI_LATENCY_BUCKETS_S,
+        )
+        # `{USD}`: an annotation, so Prometheus names the counter exai_provider_cost_total.
         self.cost = meter.create_counter(
-            names.M_PROVIDER_COST, unit="USD", description="Provider cost from the price table."
+            names.M_PROVIDER_COST, unit="{USD}", description="Provider cost from the price table."
         )
         self.retries = meter.create_counter(
             names.M_PROVIDER_RETRIES, unit="{retry}", description="Upstream retries by reason."
@@ -121,10 +163,15 @@ class ChatCall:
         body: JsonObject,
         *,
         capture_content: bool = False,
+        model_label_of: Callable[[str], str] | None = None,
     ) -> None:
         """`model` is what is asked of the provider; `model_label` its bounded name
-        for span names and metric attributes (the model if configured, else `other`)."""
+        for span names and metric attributes (the model if configured, else `other`).
+        `model_label_of` bounds the provider's response model the same way; without it
+        the GenAI histograms carry no `gen_ai.response.model`."""
         self.provider = adapter.name
+        self._model_label_of = model_label_of
+        self._response_model_label: str | None = None
         self.model = model
         self._metrics = metrics
         self._tracer = tracer
@@ -161,6 +208,10 @@ class ChatCall:
         self.retries = 0
         self._started = time.perf_counter()
         self._finished = False
+        # Streaming: when the first chunk came, and the gaps between later ones.
+        self._first_chunk_s: float | None = None
+        self._last_chunk_at = 0.0
+        self._chunk_gaps_s: list[float] = []
 
     def start_attempt(self, number: int) -> Span:
         return self._tracer.start_span(
@@ -174,6 +225,19 @@ class ChatCall:
         """The (non-streamed) completion, for `gen_ai.output.messages` if captured."""
         if self._output is not None:
             self._completion = completion
+
+    def chunk_arrived(self) -> None:
+        """A streamed chunk has just come from the provider (called as it arrives)."""
+        now = time.perf_counter()
+        if self._first_chunk_s is None:
+            self._first_chunk_s = now - self._started
+            if self.span.is_recording():
+                self.span.set_attribute(
+                    gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, self._first_chunk_s
+                )
+        else:
+            self._chunk_gaps_s.append(now - self._last_chunk_at)
+        self._last_chunk_at = now
 
     def observe_chunk(self, chunk: JsonObject) -> None:
         """One streamed chunk, for `gen_ai.output.messages` if captured."""
@@ -189,6 +253,8 @@ class ChatCall:
             return
         span = self.span
         usage = meta.usage
+        if meta.response_model and self._model_label_of is not None:
+            self._response_model_label = self._model_label_of(meta.response_model)
         if span.is_recording():
             span.set_attribute(names.PROVIDER_RETRIES, self.retries)
             if meta.response_model:
@@ -250,8 +316,17 @@ class ChatCall:
         labels = dict(self._labels)
         if error_type is not None:
             labels[ERROR_TYPE] = error_type
-        self._metrics.duration.record(time.perf_counter() - self._started, labels)
-        self._metrics.requests.add(1, {**labels, names.OUTCOME: outcome})
+        latency_labels = dict(labels)
+        if self._response_model_label is not None:
+            latency_labels[gen_ai.GEN_AI_RESPONSE_MODEL] = self._response_model_label
+        metrics = self._metrics
+        metrics.duration.record(time.perf_counter() - self._started, latency_labels)
+        if self._first_chunk_s is not None:
+            metrics.time_to_first_chunk.record(self._first_chunk_s, latency_labels)
+            for gap in self._chunk_gaps_s:
+                metrics.time_per_output_chunk.record(gap, latency_labels)
+            self._chunk_gaps_s.clear()
+        metrics.requests.add(1, {**labels, names.OUTCOME: outcome})
 
 
 def end_attempt(

@@ -51,8 +51,16 @@ ERROR_DETAIL_CHARS = 200
 class UpstreamStream:
     """A provider's SSE stream after its first event: the rest, chunk by chunk."""
 
-    def __init__(self, upstream: Upstream, response: httpx.Response, attempt_span: Span) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        response: httpx.Response,
+        attempt_span: Span,
+        on_chunk: Callable[[], None],
+    ) -> None:
+        """`on_chunk` is called as each chunk arrives (for the streaming timings)."""
         self.upstream = upstream
+        self._on_chunk = on_chunk
         self.attempt_span = attempt_span
         self.first: JsonObject = {}
         self._response = response
@@ -80,7 +88,9 @@ class UpstreamStream:
                         continue
                     if data.strip() == DONE:
                         return None
-                    return parse_chunk(data, provider)
+                    chunk = parse_chunk(data, provider)
+                    self._on_chunk()
+                    return chunk
         except httpx.HTTPError as exc:
             raise translate(exc, provider) from exc
 
@@ -137,7 +147,7 @@ class Upstream:
             try:
                 if response.status_code != 200:
                     self._check_status(response, await self._read(response, deadline))
-                stream = UpstreamStream(self, response, span)
+                stream = UpstreamStream(self, response, span, call.chunk_arrived)
                 await stream.prime(deadline)
                 return stream
             except BaseException:

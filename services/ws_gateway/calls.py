@@ -52,6 +52,7 @@ class CallRequest:
     correlation_id: str
     stream: bool
     route: str
+    mcp_protocol_version: str | None = None  # MCP calls: as negotiated by initialize
 
 
 class CallSink(Protocol):
@@ -179,6 +180,7 @@ class CallRunner:
             request_id=call.request_id,
             correlation_id=call.correlation_id,
             route=call.route,
+            mcp_protocol_version=call.mcp_protocol_version,
         )
 
     async def _run_tool(

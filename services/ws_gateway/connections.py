@@ -239,6 +239,7 @@ class McpConnection(_Connection):
                     correlation_id=event.correlation_id,
                     stream=False,
                     route=self._route,
+                    mcp_protocol_version=self.proto.protocol_version,
                 )
                 self._start(call, self, streaming=False)
             else:

@@ -289,7 +289,10 @@ class Gateway:
                         server_version=__version__,
                         header_correlation_id=header_correlation_id,
                     )
-                    await McpConnection(ws, self._runner, mcp, route=route).run()
+                    with self.metrics.mcp_session(lambda: mcp.protocol_version) as session:
+                        await McpConnection(ws, self._runner, mcp, route=route).run()
+                        await ws.wait_closed()  # the close code is known once closed
+                        session.closed_with(ws.close_code)
                 else:
                     native = NativeProtocol(
                         self._token,

@@ -11,21 +11,55 @@ rejected before a span exists), outcomes and protocols from small enums. Outcome
 ``ok``, ``client_error`` (the caller's mistake: span status left unset, ``error.type``
 set), ``error`` (server-side failure: span status ERROR), ``timeout`` and ``rejected``
 (status ERROR too), ``cancelled`` (no error).
+
+MCP calls follow the OpenTelemetry MCP semantic conventions (semantic-conventions-genai,
+``docs/gen-ai/mcp.md``): the span is named ``tools/call {tool}`` and carries
+``mcp.method.name``, ``mcp.session.id``, ``mcp.protocol.version``,
+``jsonrpc.request.id``, ``network.transport`` and ``network.protocol.name``; a failed call
+(a result with ``isError: true``) has ``error.type`` ``tool_error`` and our own code in
+``exai.error.code``. The metrics ``mcp.server.operation.duration`` (per answered
+``tools/call``; a cancelled request gets no answer and is not recorded) and
+``mcp.server.session.duration`` (per MCP connection) carry bounded attributes only: never
+the session or request ID. Native calls keep their ``ws call_tool {tool}`` name. Both
+carry ``gen_ai.tool.name`` and ``gen_ai.operation.name`` ``execute_tool``, as GenAI tool
+execution spans do. The client-error rule above holds for MCP too (the MCP conventions
+do not count invalid-request errors as server errors either).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from opentelemetry import context
 from opentelemetry.context import Context
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_TOOL_NAME,
+    GenAiOperationNameValues,
+)
+from opentelemetry.semconv._incubating.attributes.jsonrpc_attributes import JSONRPC_REQUEST_ID
+from opentelemetry.semconv._incubating.attributes.mcp_attributes import (
+    MCP_METHOD_NAME,
+    MCP_PROTOCOL_VERSION,
+    MCP_SESSION_ID,
+)
+from opentelemetry.semconv._incubating.metrics.mcp_metrics import (
+    MCP_SERVER_OPERATION_DURATION,
+    MCP_SERVER_SESSION_DURATION,
+)
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.network_attributes import (
+    NETWORK_PROTOCOL_NAME,
+    NETWORK_TRANSPORT,
+    NetworkTransportValues,
+)
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from exai_telemetry import names
 from exai_telemetry.correlation import with_correlation_id
@@ -34,10 +68,35 @@ from ws_gateway.errors import ErrorCode
 from ws_gateway.types import Outcome, ProtocolName, RequestId
 
 INSTRUMENTATION_NAME = "ws_gateway"
+EXECUTE_TOOL = GenAiOperationNameValues.EXECUTE_TOOL.value
+MCP_TOOLS_CALL = "tools/call"
+MCP_TOOL_ERROR = "tool_error"  # the MCP conventions' error.type for an isError result
+# The MCP conventions' advice for both duration histograms (seconds).
+MCP_DURATION_BUCKETS_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+# MCP over WebSocket: a custom transport, recorded as the conventions' table says.
+MCP_TRANSPORT: dict[str, AttributeValue] = {
+    NETWORK_TRANSPORT: NetworkTransportValues.TCP.value,
+    NETWORK_PROTOCOL_NAME: "websocket",
+}
+NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})  # 1005: a close frame without a code
 
 
-def call_span_name(tool: str) -> str:
+def call_span_name(tool: str, protocol: ProtocolName = "native") -> str:
+    if protocol == "mcp":
+        return f"{MCP_TOOLS_CALL} {tool}"
     return f"ws call_tool {tool}"
+
+
+@dataclass
+class McpSessionScope:
+    """What an MCP connection reports about itself; read when it ends."""
+
+    error_type: str | None = None
+
+    def closed_with(self, code: int | None) -> None:
+        """The WebSocket close code: anything but a normal close is a session error."""
+        if code is not None and code not in NORMAL_CLOSE_CODES:
+            self.error_type = str(code)
 
 
 @dataclass
@@ -82,6 +141,39 @@ class GatewayTelemetry:
         self._inflight = meter.create_up_down_counter(
             names.M_GATEWAY_INFLIGHT, unit="{call}", description="Tool calls running now"
         )
+        self._mcp_operation = meter.create_histogram(
+            MCP_SERVER_OPERATION_DURATION,
+            unit="s",
+            description="MCP request duration from receipt until its result is sent",
+            explicit_bucket_boundaries_advisory=MCP_DURATION_BUCKETS_S,
+        )
+        self._mcp_session = meter.create_histogram(
+            MCP_SERVER_SESSION_DURATION,
+            unit="s",
+            description="MCP session (WebSocket connection) duration",
+            explicit_bucket_boundaries_advisory=MCP_DURATION_BUCKETS_S,
+        )
+
+    @contextmanager
+    def mcp_session(self, protocol_version: Callable[[], str | None]) -> Iterator[McpSessionScope]:
+        """Records `mcp.server.session.duration` when the block ends, however it ends;
+        `protocol_version` is asked then (the one `initialize` settled on, if any)."""
+        started = time.perf_counter()
+        scope = McpSessionScope()
+        try:
+            yield scope
+        except BaseException as exc:
+            if scope.error_type is None and not isinstance(exc, asyncio.CancelledError):
+                scope.error_type = type(exc).__qualname__
+            raise
+        finally:
+            attributes = dict(MCP_TRANSPORT)
+            version = protocol_version()
+            if version is not None:
+                attributes[MCP_PROTOCOL_VERSION] = version
+            if scope.error_type is not None:
+                attributes[ERROR_TYPE] = scope.error_type
+            self._mcp_session.record(time.perf_counter() - started, attributes)
 
     @contextmanager
     def connection(self, protocol: ProtocolName) -> Iterator[None]:
@@ -111,6 +203,7 @@ class GatewayTelemetry:
         request_id: RequestId,
         correlation_id: str,
         route: str,
+        mcp_protocol_version: str | None = None,
     ) -> Iterator[CallScope]:
         """The call's SERVER span, current with the correlation ID in baggage.
 
@@ -121,17 +214,34 @@ class GatewayTelemetry:
         token = context.attach(with_correlation_id(correlation_id, Context()))
         started = time.perf_counter()
         scope: CallScope | None = None
+        attributes: dict[str, AttributeValue] = {
+            names.TOOL: tool,
+            names.PROTOCOL: protocol,
+            names.SESSION_ID: session_id,
+            names.REQUEST_ID: str(request_id),
+            URL_PATH: route,
+            GEN_AI_TOOL_NAME: tool,
+            GEN_AI_OPERATION_NAME: EXECUTE_TOOL,
+        }
+        # Bounded values only: what the MCP operation metric may carry.
+        mcp_labels: dict[str, AttributeValue] = {}
+        if protocol == "mcp":
+            mcp_labels = {
+                MCP_METHOD_NAME: MCP_TOOLS_CALL,
+                GEN_AI_TOOL_NAME: tool,
+                GEN_AI_OPERATION_NAME: EXECUTE_TOOL,
+                **MCP_TRANSPORT,
+            }
+            if mcp_protocol_version is not None:
+                mcp_labels[MCP_PROTOCOL_VERSION] = mcp_protocol_version
+            attributes.update(mcp_labels)
+            attributes[MCP_SESSION_ID] = session_id
+            attributes[JSONRPC_REQUEST_ID] = str(request_id)
         try:
             with self._tracer.start_as_current_span(
-                call_span_name(tool),
+                call_span_name(tool, protocol),
                 kind=SpanKind.SERVER,
-                attributes={
-                    names.TOOL: tool,
-                    names.PROTOCOL: protocol,
-                    names.SESSION_ID: session_id,
-                    names.REQUEST_ID: str(request_id),
-                    URL_PATH: route,
-                },
+                attributes=attributes,
                 record_exception=False,
                 set_status_on_exception=False,
             ) as span:
@@ -146,16 +256,22 @@ class GatewayTelemetry:
                             scope.error_code = ErrorCode.INTERNAL_ERROR
                     raise
                 finally:
-                    self._finish_span(span, scope)
+                    self._finish_span(span, scope, protocol)
         finally:
+            elapsed = time.perf_counter() - started
             outcome: Outcome = (scope.outcome if scope else None) or "error"
-            attributes = {names.TOOL: tool, names.PROTOCOL: protocol, names.OUTCOME: outcome}
-            self._calls.add(1, attributes)
-            self._duration.record(time.perf_counter() - started, attributes)
+            labels = {names.TOOL: tool, names.PROTOCOL: protocol, names.OUTCOME: outcome}
+            self._calls.add(1, labels)
+            self._duration.record(elapsed, labels)
+            # A cancelled MCP request gets no answer: no operation to time.
+            if protocol == "mcp" and outcome != "cancelled":
+                if outcome != "ok":
+                    mcp_labels[ERROR_TYPE] = MCP_TOOL_ERROR
+                self._mcp_operation.record(elapsed, mcp_labels)
             context.detach(token)
 
     @staticmethod
-    def _finish_span(span: Span, scope: CallScope) -> None:
+    def _finish_span(span: Span, scope: CallScope, protocol: ProtocolName) -> None:
         if not span.is_recording():
             return
         outcome = scope.outcome or "error"
@@ -165,7 +281,10 @@ class GatewayTelemetry:
         if outcome in ("ok", "cancelled"):
             return  # a cancelled call is the client's choice, not a fault
         code = scope.error_code or ErrorCode.INTERNAL_ERROR
-        span.set_attribute(ERROR_TYPE, str(code))
+        span.set_attribute(names.ERROR_CODE, str(code))
+        # MCP: every failure is a CallToolResult with isError, which the MCP conventions
+        # name `tool_error`; the native protocol's error.type is the code itself.
+        span.set_attribute(ERROR_TYPE, MCP_TOOL_ERROR if protocol == "mcp" else str(code))
         # The client's mistake is no server failure: the status stays unset (the
         # semantic conventions' rule for a SERVER span and a 4xx).
         if outcome != "client_error":

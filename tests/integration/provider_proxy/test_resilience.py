@@ -20,7 +20,7 @@ from tests.integration.provider_proxy.conftest import (
     running_stack,
     sse_payloads,
 )
-from tests.support.telemetry import CapturedTelemetry
+from tests.support.telemetry import CapturedTelemetry, metric_points
 
 pytestmark = pytest.mark.integration
 
@@ -308,3 +308,8 @@ async def test_client_disconnect_mid_stream_aborts_the_upstream_stream(stack: St
     assert stack.sim.stats.disconnects == 1
     await stack.settled(1, name="chat glm-4.5")
     assert stack.proxy_spans("chat glm-4.5")[0].attributes["error.type"] == "cancelled"
+    # The first chunk did arrive: its time is recorded, with how the call ended.
+    ((attributes, point),) = list(
+        metric_points(stack.reader, "gen_ai.client.operation.time_to_first_chunk")
+    )
+    assert attributes["error.type"] == "cancelled" and point.count == 1

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from exai_telemetry import names
+from provider_proxy.types import ProviderName
 from tests.integration.provider_proxy.conftest import (
     API_KEY,
     MODEL,
@@ -18,9 +20,17 @@ from tests.integration.provider_proxy.conftest import (
     chat_body,
     running_stack,
 )
+from tests.support.sse import sse_payloads
 from tests.support.telemetry import CapturedTelemetry, metric_points
 
 pytestmark = pytest.mark.integration
+
+TTFC = "gen_ai.client.operation.time_to_first_chunk"
+TPOC = "gen_ai.client.operation.time_per_output_chunk"
+# The GenAI semconv's advice for the client latency histograms.
+GEN_AI_LATENCY_BUCKETS = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92
+)  # fmt: skip
 
 # kimi-k2-turbo-preview's default price, USD per 1M tokens.
 KIMI_TURBO = {"input": 1.15, "cached_input": 0.15, "output": 8.00}
@@ -179,7 +189,8 @@ async def test_metrics_for_tokens_cost_retries_outcomes_and_circuits(
         }
         (cost,) = [p.value for a, p in metric_points(reader, names.M_PROVIDER_COST) if a == kimi]
         assert cost > 0
-        assert metric_unit(reader, names.M_PROVIDER_COST) == "USD"
+        # An annotation unit: Prometheus names the counter exai_provider_cost_total.
+        assert metric_unit(reader, names.M_PROVIDER_COST) == "{USD}"
 
         retries = {
             (a["gen_ai.provider.name"], a[names.RETRY_REASON]): p.value
@@ -236,3 +247,97 @@ async def test_stream_usage_is_accounted_like_json(stack: Stack) -> None:
     assert attempt.end_time is not None and call.end_time is not None
     assert attempt.attributes[names.ATTEMPT_OUTCOME] == "ok"
     assert attempt.end_time <= call.end_time
+
+
+async def upstream_chunk_count(
+    stack: Stack, provider: ProviderName, body: dict[str, object]
+) -> int:
+    """How many chunks the simulator streams for what the proxy sends it for `body`."""
+    adapter = stack.proxy.adapters[provider]
+    payload = adapter.prepare(body, str(body["model"]))
+    base_url = adapter.endpoint.base_url
+    async with (
+        httpx.AsyncClient(base_url=base_url, headers=adapter.headers()) as client,
+        client.stream("POST", "chat/completions", json=payload) as response,
+    ):
+        payloads = await sse_payloads(response)
+    assert payloads[-1] == "[DONE]"
+    return len(payloads) - 1
+
+
+async def test_streamed_call_records_time_to_first_chunk_and_per_chunk(
+    captured: CapturedTelemetry,
+) -> None:
+    first_chunk_after_s = 0.15
+    async with running_stack(captured, {"latency_ms": first_chunk_after_s * 1000}) as stack:
+        body = chat_body("glm", stream=True, stream_options={"include_usage": True})
+        async with (
+            stack.client() as client,
+            client.stream("POST", "/v1/chat/completions", json=body) as r,
+        ):
+            assert (await sse_payloads(r))[-1] == "[DONE]"
+        # A JSON (non-streamed) call records neither streaming histogram.
+        assert (await stack.chat("kimi")).status_code == 200
+        await stack.settled(2)
+        upstream_chunks = await upstream_chunk_count(stack, "glm", body)
+        reader = stack.reader
+
+        call = stack.proxy_spans("chat glm-4.5")[0]
+        assert call.end_time is not None and call.start_time is not None
+        ttfc_attr = call.attributes["gen_ai.response.time_to_first_chunk"]
+        assert first_chunk_after_s <= ttfc_attr <= (call.end_time - call.start_time) / 1e9
+        assert "gen_ai.response.time_to_first_chunk" not in (
+            stack.proxy_spans(f"chat {MODEL['kimi']}")[0].attributes or {}
+        )
+
+        glm = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "glm",
+            "gen_ai.request.model": "glm-4.5",
+            "gen_ai.response.model": "glm-4.5",
+        }
+        ((attrs, ttfc),) = list(metric_points(reader, TTFC))
+        assert attrs == glm
+        assert ttfc.count == 1 and ttfc.sum == pytest.approx(ttfc_attr)
+        assert tuple(ttfc.explicit_bounds) == GEN_AI_LATENCY_BUCKETS
+        assert metric_unit(reader, TTFC) == "s"
+
+        ((attrs, per_chunk),) = list(metric_points(reader, TPOC))
+        assert attrs == glm
+        # One value per chunk after the first.
+        assert upstream_chunks > 2 and per_chunk.count == upstream_chunks - 1
+        assert tuple(per_chunk.explicit_bounds) == GEN_AI_LATENCY_BUCKETS
+        assert metric_unit(reader, TPOC) == "s"
+        # The chunks came within the call: first chunk plus gaps never exceeds it.
+        (duration,) = [
+            p for a, p in metric_points(reader, "gen_ai.client.operation.duration") if a == glm
+        ]
+        assert ttfc.sum + per_chunk.sum <= duration.sum
+
+
+async def test_stream_broken_after_its_first_chunk_records_error_type(stack: Stack) -> None:
+    # Kimi's stream opens with a role chunk, then one content chunk, then a broken one.
+    stack.faults.arm("malformed", 1)
+    async with (
+        stack.client() as client,
+        client.stream("POST", "/v1/chat/completions", json=chat_body("kimi", stream=True)) as r,
+    ):
+        payloads = await sse_payloads(r)
+    assert "error" in json.loads(payloads[-1])
+    name = f"chat {MODEL['kimi']}"
+    await stack.settled(1, name=name)
+    call = stack.proxy_spans(name)[0]
+    assert call.attributes["error.type"] == "malformed_response"
+    assert call.attributes["gen_ai.response.time_to_first_chunk"] > 0
+
+    failed = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "kimi",
+        "gen_ai.request.model": MODEL["kimi"],
+        "error.type": "malformed_response",
+    }
+    ((attrs, ttfc),) = list(metric_points(stack.reader, TTFC))
+    assert attrs == failed and ttfc.count == 1
+    # The good chunk after the first was timed too, with the call's error.
+    ((attrs, per_chunk),) = list(metric_points(stack.reader, TPOC))
+    assert attrs == failed and per_chunk.count == 1

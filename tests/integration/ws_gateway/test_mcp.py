@@ -11,6 +11,8 @@ import pytest
 from mcp import ClientSession
 from mcp.client.websocket import websocket_client
 from mcp.types import TextContent
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.trace import SpanKind, StatusCode
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -53,9 +55,12 @@ async def test_official_client_initializes_lists_and_calls_chat(stack: Stack) ->
         assert result.meta["model"] == "kimi-k2-0905-preview"
 
         await session.send_ping()
-    (span,) = [s for s in stack.captured.spans() if s.name == "ws call_tool chat"]
+    # The MCP semantic conventions' server span: `{mcp.method.name} {gen_ai.tool.name}`.
+    (span,) = [s for s in stack.captured.spans() if s.name == "tools/call chat"]
+    assert span.kind is SpanKind.SERVER
     assert span.attributes is not None and span.attributes["exai.protocol"] == "mcp"
     assert result.meta["correlation_id"] == span.attributes["exai.correlation_id"]
+    assert result.meta["trace_id"] == format(span.context.trace_id, "032x")
 
 
 async def test_tool_failures_are_results_with_is_error(stack: Stack) -> None:
@@ -259,3 +264,155 @@ async def test_a_cancelled_notification_in_the_same_write_as_its_call_ends_it(
         assert answer["id"] == 2 and answer["result"]["isError"] is False
     assert gateway.limiter.global_inflight == 0
     assert sum(int(p.value) for _, p in metric_points(reader, "exai.gateway.inflight")) == 0
+
+
+MCP_OPERATION = "mcp.server.operation.duration"
+MCP_SESSION = "mcp.server.session.duration"
+
+
+def metric_unit(reader: InMemoryMetricReader, name: str) -> str | None:
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == name:
+                    return str(metric.unit)
+    return None
+
+
+async def test_official_client_calls_follow_the_mcp_semantic_conventions(stack: Stack) -> None:
+    gateway, reader = await stack.start_gateway()
+    async with mcp_session(gateway) as session:
+        init = await session.initialize()
+        ok = await session.call_tool("chat", {"prompt": "Hello, conventions"})
+        assert ok.isError is False
+        failed = await session.call_tool("chat", {"temperature": 9})
+        assert failed.isError is True
+    version = str(init.protocolVersion)
+
+    spans = [s for s in stack.captured.spans_of("ws-gateway") if s.name == "tools/call chat"]
+    assert len(spans) == 2
+    good, bad = sorted(spans, key=lambda s: s.start_time or 0)
+    for span in (good, bad):
+        assert span.kind is SpanKind.SERVER and span.attributes is not None
+        attributes = span.attributes
+        assert attributes["mcp.method.name"] == "tools/call"
+        assert attributes["gen_ai.tool.name"] == "chat"
+        assert attributes["gen_ai.operation.name"] == "execute_tool"
+        assert attributes["mcp.protocol.version"] == version
+        assert attributes["network.transport"] == "tcp"
+        assert attributes["network.protocol.name"] == "websocket"
+        # Spans may carry the unbounded IDs (metrics never do).
+        session_id = attributes["mcp.session.id"]
+        assert isinstance(session_id, str) and len(session_id) == 32
+        assert session_id == attributes["exai.session_id"]
+        assert attributes["jsonrpc.request.id"] == attributes["exai.request_id"]
+    assert good.attributes is not None and bad.attributes is not None
+    assert good.attributes["mcp.session.id"] == bad.attributes["mcp.session.id"]
+    assert good.attributes["jsonrpc.request.id"] != bad.attributes["jsonrpc.request.id"]
+    assert "error.type" not in good.attributes and good.status.status_code is StatusCode.UNSET
+    # A result with isError: `tool_error` (the conventions' value), our code alongside.
+    assert bad.attributes["error.type"] == "tool_error"
+    assert bad.attributes["exai.error.code"] == "VALIDATION_ERROR"
+    # The caller's mistake is no server error (as the conventions say of invalid params).
+    assert bad.status.status_code is StatusCode.UNSET
+
+    bounded = {
+        "mcp.method.name": "tools/call",
+        "gen_ai.tool.name": "chat",
+        "gen_ai.operation.name": "execute_tool",
+        "mcp.protocol.version": version,
+        "network.transport": "tcp",
+        "network.protocol.name": "websocket",
+    }
+    operations = {a.get("error.type"): (a, p) for a, p in metric_points(reader, MCP_OPERATION)}
+    assert set(operations) == {None, "tool_error"}
+    assert operations[None][0] == bounded
+    assert operations["tool_error"][0] == {**bounded, "error.type": "tool_error"}
+    for _, point in operations.values():
+        assert point.count == 1
+    good_s = ((good.end_time or 0) - (good.start_time or 0)) / 1e9
+    assert operations[None][1].sum == pytest.approx(good_s, abs=0.05)
+    assert metric_unit(reader, MCP_OPERATION) == "s"
+
+    # The session is recorded once the connection is closed (a normal close: no error).
+    async def session_recorded() -> bool:
+        return any(True for _ in metric_points(reader, MCP_SESSION))
+
+    await eventually(session_recorded)
+    ((attributes, point),) = list(metric_points(reader, MCP_SESSION))
+    assert attributes == {
+        "mcp.protocol.version": version,
+        "network.transport": "tcp",
+        "network.protocol.name": "websocket",
+    }
+    assert point.count == 1 and point.sum >= good_s
+    assert metric_unit(reader, MCP_SESSION) == "s"
+    # The gateway's own metrics are unchanged.
+    calls = {
+        (a["exai.tool"], a["exai.protocol"], a["exai.outcome"]): p.value
+        for a, p in metric_points(reader, "exai.gateway.calls")
+    }
+    assert calls == {("chat", "mcp", "ok"): 1, ("chat", "mcp", "client_error"): 1}
+
+
+async def test_a_session_that_ends_abruptly_records_its_error(stack: Stack) -> None:
+    gateway, reader = await stack.start_gateway()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with connect(gateway.url, subprotocols=["mcp"], additional_headers=headers) as ws:  # type: ignore[list-item]
+        ws.transport.abort()  # no close frame: the server sees 1006
+
+    async def session_recorded() -> bool:
+        return any(True for _ in metric_points(reader, MCP_SESSION))
+
+    await eventually(session_recorded)
+    ((attributes, point),) = list(metric_points(reader, MCP_SESSION))
+    # Never initialized: no protocol version to tell.
+    assert attributes == {
+        "network.transport": "tcp",
+        "network.protocol.name": "websocket",
+        "error.type": "1006",
+    }
+    assert point.count == 1
+    # No tool call, no operation.
+    assert list(metric_points(reader, MCP_OPERATION)) == []
+
+
+async def test_a_cancelled_request_gets_no_operation_duration(stack: Stack) -> None:
+    gateway, reader = await stack.start_gateway()
+    await stack.simulator("POST", "/admin/faults", {"mode": "hang", "rate": 1.0})
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with connect(gateway.url, subprotocols=["mcp"], additional_headers=headers) as ws:  # type: ignore[list-item]
+        init = {"protocolVersion": "2025-06-18", "capabilities": {}}
+        await ws.send(
+            json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
+        )
+        await ws.recv()
+        call = {"name": "chat", "arguments": {"prompt": "never answered"}}
+        await ws.send(
+            json.dumps({"jsonrpc": "2.0", "id": "c-1", "method": "tools/call", "params": call})
+        )
+
+        async def hanging() -> bool:
+            return int((await stack.stats())["hanging"]) == 1
+
+        await eventually(hanging)
+        cancel = {"requestId": "c-1", "reason": "user gave up"}
+        await ws.send(
+            json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel})
+        )
+
+        async def released() -> bool:
+            return gateway.limiter.global_inflight == 0
+
+        await eventually(released)
+    (span,) = [s for s in stack.captured.spans_of("ws-gateway") if s.name == "tools/call chat"]
+    assert span.attributes is not None
+    assert span.attributes["jsonrpc.request.id"] == "c-1"
+    assert span.attributes["mcp.protocol.version"] == "2025-06-18"
+    assert span.attributes["exai.outcome"] == "cancelled" and "error.type" not in span.attributes
+    # No answer was sent, so no operation was timed; the gateway's own metric has it.
+    assert list(metric_points(reader, MCP_OPERATION)) == []
+    outcomes = {a["exai.outcome"] for a, _ in metric_points(reader, "exai.gateway.calls")}
+    assert outcomes == {"cancelled"}

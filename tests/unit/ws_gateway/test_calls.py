@@ -464,3 +464,111 @@ async def test_consensus_with_one_unknown_model_still_answers(captured: Captured
     ((kind, _),) = sink.endings()
     assert kind == "ok"
     assert outcomes(reader) == {"ok": 1}
+
+
+def mcp_request(tool: str = "status", request_id: Any = 7) -> CallRequest:
+    return CallRequest(
+        "mcp", "0123abcd" * 4, request_id, tool, {}, "corr-1", False, "/mcp", "2025-06-18"
+    )
+
+
+MCP_OPERATION = "mcp.server.operation.duration"
+
+
+async def test_native_span_keeps_its_name_and_carries_the_genai_tool_attributes(
+    rig: Rig, captured: CapturedTelemetry
+) -> None:
+    await rig.runner.run(request(), RecordingSink(), streaming=False)
+    (span,) = captured.spans()
+    assert span.name == "ws call_tool status"
+    assert span.attributes is not None
+    assert span.attributes["gen_ai.tool.name"] == "status"
+    assert span.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert not any(key.startswith(("mcp.", "jsonrpc.")) for key in span.attributes)
+    # The MCP operation metric is for MCP requests only.
+    assert list(metric_points(rig.reader, MCP_OPERATION)) == []
+
+
+async def test_mcp_call_span_and_operation_metric_follow_the_mcp_conventions(
+    rig: Rig, captured: CapturedTelemetry
+) -> None:
+    await rig.runner.run(mcp_request(), RecordingSink(), streaming=False)
+    (span,) = captured.spans()
+    assert span.name == "tools/call status" and span.kind is SpanKind.SERVER
+    assert span.attributes is not None
+    bounded = {
+        "mcp.method.name": "tools/call",
+        "gen_ai.tool.name": "status",
+        "gen_ai.operation.name": "execute_tool",
+        "mcp.protocol.version": "2025-06-18",
+        "network.transport": "tcp",
+        "network.protocol.name": "websocket",
+    }
+    assert dict(span.attributes).items() >= bounded.items()
+    assert span.attributes["mcp.session.id"] == "0123abcd" * 4
+    assert span.attributes["jsonrpc.request.id"] == "7"
+    assert "error.type" not in span.attributes
+    ((attributes, point),) = list(metric_points(rig.reader, MCP_OPERATION))
+    # No session or request ID on the metric: bounded values only.
+    assert attributes == bounded
+    assert point.count == 1
+    assert point.sum == pytest.approx(
+        ((span.end_time or 0) - (span.start_time or 0)) / 1e9, abs=0.05
+    )
+
+
+async def test_a_failed_mcp_call_is_a_tool_error_with_our_code_alongside(
+    rig: Rig, captured: CapturedTelemetry
+) -> None:
+    async def slow(session_id: str) -> dict[str, Any]:
+        await asyncio.sleep(5)
+        return {}
+
+    rig.status["fn"] = slow
+    sink = RecordingSink()
+    await rig.runner.run(mcp_request(request_id="late"), sink, streaming=False)
+    assert sink.endings()[0][1][0] is ErrorCode.TIMEOUT
+    (span,) = captured.spans()
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "tool_error"
+    assert span.attributes["exai.error.code"] == "TIMEOUT"
+    assert span.attributes["jsonrpc.request.id"] == "late"
+    assert span.status.status_code is StatusCode.ERROR
+    ((attributes, point),) = list(metric_points(rig.reader, MCP_OPERATION))
+    assert attributes["error.type"] == "tool_error" and point.count == 1
+    assert "mcp.session.id" not in attributes and "jsonrpc.request.id" not in attributes
+
+
+async def test_mcp_session_duration_records_version_and_how_the_session_ended(
+    captured: CapturedTelemetry,
+) -> None:
+    telemetry, reader = captured.build("ws-gateway")
+    gateway_telemetry = GatewayTelemetry(telemetry)
+    transport = {"network.transport": "tcp", "network.protocol.name": "websocket"}
+
+    with gateway_telemetry.mcp_session(lambda: "2025-11-25") as session:
+        session.closed_with(1000)
+    with gateway_telemetry.mcp_session(lambda: None) as session:
+        session.closed_with(1011)
+    with pytest.raises(RuntimeError), gateway_telemetry.mcp_session(lambda: "2025-11-25"):
+        raise RuntimeError("boom")
+    recorded = sorted(
+        (sorted(a.items()), p.count)
+        for a, p in metric_points(reader, "mcp.server.session.duration")
+    )
+    assert recorded == sorted(
+        [
+            (sorted({**transport, "mcp.protocol.version": "2025-11-25"}.items()), 1),
+            (sorted({**transport, "error.type": "1011"}.items()), 1),
+            (
+                sorted(
+                    {
+                        **transport,
+                        "mcp.protocol.version": "2025-11-25",
+                        "error.type": "RuntimeError",
+                    }.items()
+                ),
+                1,
+            ),
+        ]
+    )
