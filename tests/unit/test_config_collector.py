@@ -111,7 +111,11 @@ def test_span_metrics_and_service_graph_see_every_span_before_sampling() -> None
     ingest = pipelines()["traces/ingest"]
     assert ingest["receivers"] == ["otlp"]
     assert "tail_sampling" not in ingest["processors"]
-    assert {"span_metrics", "servicegraph", "forward"} <= set(ingest["exporters"])
+    assert {"span_metrics", "forward/servicegraph", "forward"} <= set(ingest["exporters"])
+    graph = pipelines()["traces/servicegraph"]
+    assert graph["receivers"] == ["forward/servicegraph"]
+    assert graph["exporters"] == ["servicegraph"]
+    assert "tail_sampling" not in graph["processors"]
     sampled = pipelines()["traces/sampled"]
     assert sampled["receivers"] == ["forward"]
     assert sampled["processors"][0] == "tail_sampling"
