@@ -1,8 +1,10 @@
-"""A first request from the command line: `python -m ws_gateway.client --prompt "hello"`.
+"""A first request from the command line: `python -m ws_gateway.cli --prompt "hello"`.
 
 Speaks the native protocol (hello → call_tool), prints the answer, then the correlation
-and trace IDs to paste into Grafana/Jaeger. The token comes from `--token`,
-`EXAI_WS_TOKEN` or `.env`.
+and trace IDs and how to follow them: the `exai trace` command line (no-Docker stack)
+and the TraceQL query for Grafana (compose). The no-Docker Jaeger has no web UI (its
+Go-module build carries no UI assets), so no Jaeger link is printed. The token comes
+from `--token`, `EXAI_WS_TOKEN` or `.env`.
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shlex
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from websockets.asyncio.client import connect
+
+from exai_cli.tempo import traceql
 
 
 class _ClientEnv(BaseSettings):
@@ -25,7 +32,7 @@ class _ClientEnv(BaseSettings):
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ws_gateway.client", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ws_gateway.cli", description=__doc__)
     parser.add_argument("--url", default="ws://127.0.0.1:8079")
     parser.add_argument("--token", help="defaults to EXAI_WS_TOKEN (environment or .env)")
     parser.add_argument("--tool", default="chat", help="chat | consensus | listmodels | status")
@@ -35,6 +42,25 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--correlation-id", default=None)
     parser.add_argument("--stream", action="store_true")
     return parser.parse_args(argv)
+
+
+def _exai_command() -> str:
+    """How to run the `exai` console script from here: the venv's copy, else from PATH."""
+    script = Path(sys.executable).with_name("exai")
+    if not script.exists():
+        return "exai"
+    return os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+
+
+def follow_hint(correlation_id: str, trace_id: str | None) -> str:
+    """Where to look a call up, as lines that work when pasted."""
+    ids = f"correlation_id={correlation_id}" + (f" trace_id={trace_id}" if trace_id else "")
+    return (
+        f"\n{ids}"
+        f"\nFollow it (no-Docker stack): {_exai_command()} trace {shlex.quote(correlation_id)}"
+        " --wait 30"
+        f"\nIn Grafana (compose): Explore → Tempo → TraceQL {traceql(correlation_id)}"
+    )
 
 
 def _arguments(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,17 +106,17 @@ async def _run(args: argparse.Namespace, token: str) -> int:
                         print(output.get("text", ""))
                 else:
                     print()
-                trace_id = frame.get("trace_id")
-                traceql = f'{{ span.exai.correlation_id = "{correlation_id}" }}'
                 print(
-                    f"\ncorrelation_id={frame.get('correlation_id')} trace_id={trace_id}"
-                    f"\nJaeger: http://127.0.0.1:16686/trace/{trace_id}"
-                    f"\nGrafana (Tempo, TraceQL): {traceql}",
+                    follow_hint(
+                        frame.get("correlation_id") or correlation_id, frame.get("trace_id")
+                    ),
                     file=sys.stderr,
                 )
                 return 0
             elif op == "error":
                 print(f"error: {json.dumps(frame.get('error'))}", file=sys.stderr)
+                # A failed call's trace is always kept by tail sampling: worth a look.
+                print(follow_hint(correlation_id, frame.get("trace_id")), file=sys.stderr)
                 return 1
     return 1
 

@@ -1,0 +1,305 @@
+"""`exai trace` end to end against recorded Jaeger, Tempo and Loki answers served over
+real HTTP on localhost: store choice, polling, exit codes, one-line failures, colour."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from exai_cli import main as cli
+from tests.unit.exai_cli.conftest import FIXTURES, JAEGER_TRACE_ID, TEMPO_TRACE_ID, fixture_json
+
+Answer = tuple[int, Any]
+Route = Callable[[dict[str, str]], Answer]
+FOREVER = "36500d"  # the fixtures are from 2024
+
+
+@dataclass
+class RecordedApi:
+    """Serves canned answers by path; records every request (path, query)."""
+
+    routes: dict[str, Route]
+    url: str = ""
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def calls(self, path: str) -> list[dict[str, str]]:
+        return [q for p, q in self.requests if p == path]
+
+
+@contextlib.contextmanager
+def serve(routes: dict[str, Route]) -> Iterator[RecordedApi]:
+    api = RecordedApi(routes)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            api.requests.append((parts.path, query))
+            route = api.routes.get(parts.path)
+            status, body = route(query) if route else (404, "404 page not found")
+            raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    api.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield api
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _jaeger_routes(found_from_poll: int = 1) -> dict[str, Route]:
+    """Jaeger with three services; the trace is stored from the n-th poll on."""
+    polls: set[str] = set()  # each poll searches every service with the same time range
+
+    def traces(query: dict[str, str]) -> Answer:
+        polls.add(query["end"])
+        if query["service"] == "jaeger" or len(polls) < found_from_poll:
+            return 200, {"data": [], "total": 0}
+        return 200, fixture_json("jaeger_traces.json")
+
+    return {
+        "/api/services": lambda q: (200, {"data": ["ws-gateway", "provider-proxy", "jaeger"]}),
+        "/api/traces": traces,
+    }
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("EXAI_JAEGER_URL", "EXAI_TEMPO_URL", "EXAI_LOKI_URL", "EXAI_TELEMETRY_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cli, "POLL_INTERVAL_S", 0.05)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["trace", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_jaeger_every_service_searched_by_the_correlation_tag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with serve(_jaeger_routes()) as jaeger:
+        code, out, err = _run(
+            capsys,
+            "demo-1",
+            "--jaeger-url",
+            jaeger.url,
+            "--log-file",
+            str(FIXTURES / "logs.jsonl"),
+            "--since",
+            FOREVER,
+        )
+    assert code == 0, err
+    searches = jaeger.calls("/api/traces")
+    assert sorted(q["service"] for q in searches) == ["jaeger", "provider-proxy", "ws-gateway"]
+    assert all(json.loads(q["tags"]) == {"exai.correlation_id": "demo-1"} for q in searches)
+    assert all(int(q["end"]) - int(q["start"]) == 36500 * 86400 * 1_000_000 for q in searches)
+    assert f"trace {JAEGER_TRACE_ID}" in out
+    assert out.count(f"trace {JAEGER_TRACE_ID}") == 1  # found twice, shown once
+    assert "12 spans, 4 services" in out
+    assert "log lines (3)" in out
+    assert "\x1b[" not in out  # not a terminal
+    assert (
+        err
+        == "exai: warning: 1 unreadable line(s) in log file "
+        + str(FIXTURES / "logs.jsonl")
+        + " skipped\n"
+    )
+
+
+def test_json_for_scripts(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(_jaeger_routes()) as jaeger:
+        code, out, _ = _run(
+            capsys,
+            "demo-1",
+            "--json",
+            "--jaeger-url",
+            jaeger.url,
+            "--log-file",
+            str(FIXTURES / "logs.jsonl"),
+            "--since",
+            FOREVER,
+        )
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["correlation_id"] == "demo-1"
+    assert doc["trace_store"] == {"kind": "jaeger", "url": jaeger.url}
+    assert doc["log_source"]["kind"] == "file"
+    assert [t["trace_id"] for t in doc["traces"]] == [JAEGER_TRACE_ID]
+    assert len(doc["traces"][0]["spans"]) == 12
+    assert len(doc["logs"]) == 3
+    assert doc["warnings"] == [
+        f"1 unreadable line(s) in log file {FIXTURES / 'logs.jsonl'} skipped"
+    ]
+
+
+def test_tempo_and_loki_when_only_tempo_is_configured(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    routes: dict[str, Route] = {
+        "/api/echo": lambda q: (200, "echo"),
+        "/api/search": lambda q: (200, fixture_json("tempo_search.json")),
+        f"/api/traces/{TEMPO_TRACE_ID}": lambda q: (200, fixture_json("tempo_trace.json")),
+        "/loki/api/v1/query_range": lambda q: (200, fixture_json("loki_query_range.json")),
+    }
+    with serve(routes) as tempo:
+        monkeypatch.setenv("EXAI_TEMPO_URL", tempo.url)
+        monkeypatch.setenv("EXAI_LOKI_URL", tempo.url)
+        code, out, err = _run(capsys, "demo-2", "--since", FOREVER)
+    assert code == 0, err
+    (search,) = tempo.calls("/api/search")
+    assert search["q"] == '{ span.exai.correlation_id = "demo-2" }'
+    assert int(search["end"]) - int(search["start"]) >= 36500 * 86400
+    (logs,) = tempo.calls("/loki/api/v1/query_range")
+    assert logs["query"] == '{service_name=~".+"} | exai_correlation_id = "demo-2"'
+    assert logs["direction"] == "forward"
+    assert f"trace {TEMPO_TRACE_ID}" in out
+    assert "5 spans, 3 services, 4 failed" in out
+    assert "chat completion failed: kimi circuit is open" in out
+
+
+def test_wait_polls_until_the_trace_is_stored(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(_jaeger_routes(found_from_poll=4)) as jaeger:
+        code, out, err = _run(
+            capsys, "demo-1", "--jaeger-url", jaeger.url, "--logs", "none", "--wait", "20"
+        )
+    assert code == 0, err
+    assert "12 spans" in out
+    # 3 services per poll: nothing for 3 polls, then found, then one more to settle.
+    assert len(jaeger.calls("/api/traces")) == 3 * 5
+
+
+def test_nothing_found_is_exit_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(_jaeger_routes(found_from_poll=10**6)) as jaeger:
+        code, out, err = _run(
+            capsys, "nobody", "--jaeger-url", jaeger.url, "--log-file", str(FIXTURES / "logs.jsonl")
+        )
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"exai: no trace carries exai.correlation_id='nobody' in Jaeger at {jaeger.url}"
+    )
+    assert "(last 1h)" in err and "--wait" in err
+
+
+def test_log_lines_alone_are_shown_when_the_trace_was_not_kept(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with serve(_jaeger_routes(found_from_poll=10**6)) as jaeger:
+        code, out, err = _run(
+            capsys,
+            "demo-1",
+            "--jaeger-url",
+            jaeger.url,
+            "--log-file",
+            str(FIXTURES / "logs.jsonl"),
+            "--since",
+            FOREVER,
+        )
+    assert code == 0
+    assert "log lines of no stored trace (2)" in out
+    assert "no trace stored in Jaeger" in err
+
+
+def test_a_missing_log_file_is_a_warning_not_a_failure(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXAI_TELEMETRY_DIR", str(tmp_path))
+    with serve(_jaeger_routes()) as jaeger:
+        code, out, err = _run(capsys, "demo-1", "--jaeger-url", jaeger.url, "--since", FOREVER)
+    assert code == 0
+    assert "12 spans" in out
+    assert f"no log lines: no log file at {tmp_path / 'logs.jsonl'}" in err
+
+
+def test_unreachable_stores_are_exit_3_with_one_line_and_no_credentials(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    closed = _closed_port_url()
+    with_password = closed.replace("http://", "http://admin:hunter2@")
+    code, out, err = _run(capsys, "x", "--jaeger-url", with_password, "--tempo-url", closed)
+    assert code == 3
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"exai: no trace store answered: Jaeger at {closed} is unreachable")
+    assert f"Tempo at {closed} is unreachable" in err
+    assert "hunter2" not in err and "admin" not in err
+    assert "Traceback" not in err
+
+
+def test_a_store_answering_nonsense_is_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    routes: dict[str, Route] = {
+        "/api/services": lambda q: (200, {"data": ["ws-gateway"]}),
+        "/api/traces": lambda q: (500, "<html>upstream broke</html>"),
+    }
+    with serve(routes) as jaeger:
+        code, _, err = _run(capsys, "x", "--backend", "jaeger", "--jaeger-url", jaeger.url)
+    assert code == 3
+    assert "answered HTTP 500 to /api/traces: <html>upstream broke</html>" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_colour_on_a_terminal_unless_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert cli._colour("auto", _Terminal()) is True
+    assert cli._colour("auto", io.StringIO()) is False
+    assert cli._colour("never", _Terminal()) is False
+    assert cli._colour("always", io.StringIO()) is True
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert cli._colour("auto", _Terminal()) is False
+    monkeypatch.setenv("NO_COLOR", "")  # present but empty: no effect (no-color.org)
+    assert cli._colour("auto", _Terminal()) is True
+    monkeypatch.setenv("TERM", "dumb")
+    assert cli._colour("auto", _Terminal()) is False
+
+
+def test_durations_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.parse_duration("90") == 90
+    assert cli.parse_duration("15m") == 900
+    assert cli.parse_duration("1.5h") == 5400
+    assert [cli.human_duration(s) for s in (3600, 90, 120, 86400 * 2, 0.5)] == [
+        "1h",
+        "90s",
+        "2m",
+        "2d",
+        "0.5s",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["trace", "x", "--since", "soon"])
+    assert exit_info.value.code == 2
+    assert cli.main([]) == 2
+    capsys.readouterr()
