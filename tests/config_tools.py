@@ -178,7 +178,7 @@ KNOWN_METRICS = frozenset(
         "exai_gateway_connections",
         "exai_gateway_inflight",
         "exai_provider_tokens_total",
-        "exai_provider_cost_USD_total",
+        "exai_provider_cost_total",
         "exai_provider_retries_total",
         "exai_provider_requests_total",
         # gauges with annotation units ({state}, {status}) keep their plain names
@@ -187,38 +187,72 @@ KNOWN_METRICS = frozenset(
         "exai_storage_cache_lookups_total",
         "exai_storage_durable_errors_total",
         "otel_sdk_processor_span_processed_total",
+        # every service's SDK, on each export whatever the traffic (ServiceTelemetryAbsent)
+        "otel_sdk_processor_span_queue_capacity",
         "gen_ai_client_token_usage_bucket",
         "gen_ai_client_token_usage_count",
         "gen_ai_client_token_usage_sum",
         "gen_ai_client_operation_duration_seconds_bucket",
         "gen_ai_client_operation_duration_seconds_count",
         "gen_ai_client_operation_duration_seconds_sum",
+        "gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
+        "gen_ai_client_operation_time_to_first_chunk_seconds_count",
+        "gen_ai_client_operation_time_to_first_chunk_seconds_sum",
+        "gen_ai_client_operation_time_per_output_chunk_seconds_bucket",
+        "gen_ai_client_operation_time_per_output_chunk_seconds_count",
+        "gen_ai_client_operation_time_per_output_chunk_seconds_sum",
+        # the gateway's MCP server conventions
+        "mcp_server_operation_duration_seconds_bucket",
+        "mcp_server_operation_duration_seconds_count",
+        "mcp_server_operation_duration_seconds_sum",
+        "mcp_server_session_duration_seconds_bucket",
+        "mcp_server_session_duration_seconds_count",
+        "mcp_server_session_duration_seconds_sum",
         "http_server_request_duration_seconds_bucket",
         "http_client_request_duration_seconds_bucket",
+        # ASGI instrumentation with OTEL_SEMCONV_STABILITY_OPT_IN=http (Content-Length)
+        "http_server_request_body_size_bytes_sum",
+        "http_server_response_body_size_bytes_sum",
         # collector connectors
-        "traces_span_metrics_calls_total",
-        "traces_span_metrics_duration_seconds_bucket",
-        "traces_span_metrics_duration_seconds_count",
-        "traces_span_metrics_duration_seconds_sum",
+        "traces_spanmetrics_calls_total",
+        "traces_spanmetrics_latency_bucket",
+        "traces_spanmetrics_latency_count",
+        "traces_spanmetrics_latency_sum",
+        "traces_spanmetrics_kept_calls_total",
+        "traces_spanmetrics_kept_latency_bucket",
+        "traces_spanmetrics_kept_latency_count",
+        "traces_spanmetrics_kept_latency_sum",
         "traces_service_graph_request_total",
         "traces_service_graph_request_failed_total",
         "traces_service_graph_request_server_seconds_bucket",
         "traces_service_graph_request_client_seconds_bucket",
         # collector self-telemetry
         "otelcol_receiver_accepted_spans_total",
+        "otelcol_receiver_accepted_metric_points_total",
+        "otelcol_receiver_accepted_log_records_total",
+        "otelcol_receiver_refused_log_records_total",
         "otelcol_receiver_refused_spans_total",
         "otelcol_receiver_refused_metric_points_total",
         "otelcol_exporter_sent_spans_total",
+        "otelcol_exporter_sent_metric_points_total",
+        "otelcol_exporter_sent_log_records_total",
+        "otelcol_exporter_send_failed_log_records_total",
         "otelcol_exporter_send_failed_spans_total",
         "otelcol_exporter_send_failed_metric_points_total",
         "otelcol_exporter_queue_size",
         "otelcol_exporter_queue_capacity",
+        # tail_sampling at telemetry level normal (v0.161)
+        "otelcol_processor_tail_sampling_count_traces_sampled_total",
+        "otelcol_processor_tail_sampling_global_count_traces_sampled_total",
+        "otelcol_processor_tail_sampling_new_trace_id_received_total",
+        "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total",
+        "otelcol_processor_tail_sampling_sampling_traces_on_memory",
         "up",
     }
 )
 
 _METRIC_TOKEN = re.compile(
-    r"\b((?:exai|gen_ai|traces|otelcol|otel_sdk|http)_[A-Za-z0-9_]+|up)\b(?=\s*[{\[)]|\s*$|\s*[=!<>])"
+    r"\b((?:exai|gen_ai|mcp|traces|otelcol|otel_sdk|http)_[A-Za-z0-9_]+|up)\b(?=\s*[{\[)]|\s*$|\s*[=!<>])"
 )
 
 

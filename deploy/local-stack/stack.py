@@ -103,9 +103,105 @@ def telemetry_env(overrides: Mapping[str, str]) -> dict[str, str]:
         "EXAI_TRACES_ENDPOINT": "127.0.0.1:14317",
         "EXAI_PROMETHEUS_OTLP_ENDPOINT": "http://127.0.0.1:9090/api/v1/otlp",
         "EXAI_ENVIRONMENT": "local",
+        # No Loki here: log records go to $EXAI_TELEMETRY_DIR/logs.jsonl for `exai trace`.
+        "EXAI_LOGS_EXPORTER": "file/logs",
     }
     env.update(overrides)
     return env
+
+
+# Bases of the absolute links in every alert (prometheus.yml external_labels); the same
+# defaults as docker-compose.yml and .env.example.
+ALERT_LINK_DEFAULTS = {
+    "EXAI_RUNBOOK_BASE_URL": "https://github.com/your-org/exai/blob/main/docs/runbooks.md",
+    "EXAI_GRAFANA_URL": "http://127.0.0.1:3000",
+}
+
+
+def _setting(name: str, overrides: Mapping[str, str]) -> str:
+    """`name` from the overrides, the environment or .env (honcho's order); else ""."""
+    if overrides.get(name):
+        return overrides[name]
+    if os.environ.get(name):
+        return os.environ[name]
+    dotenv = ROOT / ".env"
+    if dotenv.exists():
+        for line in dotenv.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == name and value.strip():
+                return value.strip().strip("'\"")
+    return ""
+
+
+def prometheus_env(overrides: Mapping[str, str]) -> dict[str, str]:
+    """Prometheus' environment: the link bases its external labels expand."""
+    return {
+        name: _setting(name, overrides) or default for name, default in ALERT_LINK_DEFAULTS.items()
+    }
+
+
+def prometheus_config(var: Path, overrides: Mapping[str, str]) -> Path:
+    """The prometheus.yml to run: the repo's, or a view of it with a rules overlay.
+
+    EXAI_PROMETHEUS_RULES_OVERLAY (a folder, relative to the repo) replaces the
+    same-named files of deploy/prometheus/rules/ with its own *.yml, the way compose
+    mounts targets/compose over targets/local: var/prometheus-config is the repo's layout
+    made of symlinks, so Prometheus loads the shipped prometheus.yml and resolves its
+    relative paths as usual. Only the end-to-end tests set it (short alert timings from
+    deploy/prometheus/rules/e2e/); compose and `make run` ship the production rules.
+    """
+    overlay = _setting("EXAI_PROMETHEUS_RULES_OVERLAY", overrides)
+    if not overlay:
+        return ROOT / "prometheus.yml"
+    overlay_files = sorted((ROOT / overlay).glob("*.yml"))
+    if not overlay_files:
+        raise SystemExit(f"EXAI_PROMETHEUS_RULES_OVERLAY={overlay}: no *.yml rule files there")
+    view = var / "prometheus-config"
+    shutil.rmtree(view, ignore_errors=True)
+    shipped = ROOT / "deploy" / "prometheus"
+    rules = view / "deploy" / "prometheus" / "rules"
+    rules.mkdir(parents=True)
+    (view / "prometheus.yml").symlink_to(ROOT / "prometheus.yml")
+    for entry in shipped.iterdir():
+        if entry.name != "rules":
+            (rules.parent / entry.name).symlink_to(entry)
+    chosen = {path.name: path for path in sorted((shipped / "rules").glob("*.yml"))}
+    chosen.update({path.name: path for path in overlay_files})
+    for name, path in chosen.items():
+        (rules / name).symlink_to(path)
+    return view / "prometheus.yml"
+
+
+def alertmanager_config(var: Path, overrides: Mapping[str, str]) -> Path:
+    """The Alertmanager config to run: the repo's, or a copy with shorter timings.
+
+    EXAI_ALERTMANAGER_GROUP_WAIT / EXAI_ALERTMANAGER_GROUP_INTERVAL replace group_wait /
+    group_interval on every route (Alertmanager reads no environment itself). Only the
+    end-to-end tests set them, so that a resolution reaches their webhook in seconds
+    rather than the production 5 minutes.
+    """
+    shipped = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    timings = {
+        key: value
+        for key, env in (
+            ("group_wait", "EXAI_ALERTMANAGER_GROUP_WAIT"),
+            ("group_interval", "EXAI_ALERTMANAGER_GROUP_INTERVAL"),
+        )
+        if (value := _setting(env, overrides))
+    }
+    if not timings:
+        return shipped
+    import yaml  # dev dependency; needed only for this test-only override
+
+    config = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+    routes = [config["route"]]
+    while routes:
+        route = routes.pop()
+        route.update(timings)
+        routes.extend(route.get("routes", []))
+    path = var / "alertmanager-config.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def processes(var: Path, overrides: Mapping[str, str] | None = None) -> list[Proc]:
@@ -143,7 +239,9 @@ def processes(var: Path, overrides: Mapping[str, str] | None = None) -> list[Pro
                 ready_url="http://127.0.0.1:9095/health",
             )
         )
-    tel = telemetry_env(overrides)
+    telemetry_dir = var / "telemetry"
+    telemetry_dir.mkdir(parents=True, exist_ok=True)
+    tel = telemetry_env({"EXAI_TELEMETRY_DIR": str(telemetry_dir), **overrides})
     procs += [
         Proc(
             "jaeger",
@@ -154,20 +252,21 @@ def processes(var: Path, overrides: Mapping[str, str] | None = None) -> list[Pro
             "prometheus",
             [
                 tool("prometheus"),
-                f"--config.file={ROOT / 'prometheus.yml'}",
+                f"--config.file={prometheus_config(var, overrides)}",
                 f"--storage.tsdb.path={var / 'prometheus'}",
                 "--web.listen-address=127.0.0.1:9090",
                 "--web.enable-otlp-receiver",
                 "--web.enable-lifecycle",
                 "--enable-feature=exemplar-storage",
             ],
+            env=prometheus_env(overrides),
             ready_url="http://127.0.0.1:9090/-/ready",
         ),
         Proc(
             "alertmanager",
             [
                 tool("alertmanager"),
-                f"--config.file={ROOT / 'deploy/alertmanager/alertmanager.yml'}",
+                f"--config.file={alertmanager_config(var, overrides)}",
                 f"--storage.path={var / 'alertmanager'}",
                 "--web.listen-address=127.0.0.1:9093",
                 "--cluster.listen-address=",
@@ -247,13 +346,16 @@ EXAI local stack (no Docker) — Ctrl-C stops everything
   provider-proxy  http://127.0.0.1:8090/v1 (OpenAI-compatible)
   storage-adapter http://127.0.0.1:8091
   llm-simulator   http://127.0.0.1:8099    (stands in for Kimi/GLM without API keys)
-  Jaeger UI       http://127.0.0.1:16686   (search tag exai.correlation_id=<id>)
+  Jaeger API      http://127.0.0.1:16686   (no web UI in this build: use `exai trace <id>`)
+  logs            var/telemetry/logs.jsonl (OTLP log records; `exai trace` shows a call's lines)
   Prometheus      http://127.0.0.1:9090    Alertmanager http://127.0.0.1:9093
   alerts          delivered to 127.0.0.1:9095/alerts and printed here (alert-webhook)
   collector       OTLP 127.0.0.1:4317 (gRPC) / 4318 (HTTP), health :13133
 {token_line}
 First request:
-  .venv/bin/python -m ws_gateway.client --prompt "hello" --correlation-id my-first-call
+  .venv/bin/python -m ws_gateway.cli --prompt "hello" --correlation-id my-first-call
+Follow it (every span and log line):
+  .venv/bin/exai trace my-first-call --wait 30
 """
 
 

@@ -49,6 +49,14 @@ def stack(webhook: AlertWebhook) -> Iterator[RunningStack]:
         "EXAI_RETRY_BASE_DELAY_S": "0.05",
         "EXAI_RETRY_MAX_DELAY_S": "0.2",
         "EXAI_CIRCUIT_COOLDOWN_S": "2",
+        # Alert timings for tests (production ones would take ~15 minutes per alert):
+        # 1-minute provider rules and quick Alertmanager groups (deploy/local-stack/stack.py).
+        "EXAI_PROMETHEUS_RULES_OVERLAY": "deploy/prometheus/rules/e2e",
+        "EXAI_ALERTMANAGER_GROUP_WAIT": "5s",
+        "EXAI_ALERTMANAGER_GROUP_INTERVAL": "30s",
+        # Not the defaults, so the alert test proves the link bases are settable.
+        "EXAI_RUNBOOK_BASE_URL": "https://runbooks.e2e.example/exai/runbooks.md",
+        "EXAI_GRAFANA_URL": "http://grafana.e2e.example:3000",
         "EXAI_ENVIRONMENT": "e2e",
         # The tests' own receiver listens on 127.0.0.1:9095 instead of the stack's logger.
         "EXAI_ALERT_WEBHOOK": "external",

@@ -56,6 +56,38 @@ class Ledger:
 
 
 LEDGER = Ledger()
+CHAT_CALLS = f"sum(traces_spanmetrics_calls_total{{{CHAT_SPAN}}})"
+CHAT_ERRORS = (
+    f'sum(traces_spanmetrics_calls_total{{{CHAT_SPAN},status_code="STATUS_CODE_ERROR"}})'
+    " or vector(0)"
+)
+GATEWAY_CHAT_CALLS = 'sum(exai_gateway_calls_total{exai_tool="chat"})'
+
+
+def settled(prometheus: Prometheus, queries: tuple[str, ...]) -> dict[str, float]:
+    """The values of `queries` once they stop moving: other test modules' calls may still
+    be on their way through the collector (span-metric flush, metric export, batching)."""
+
+    def read() -> dict[str, float]:
+        return {q: prometheus.scalar(q) or 0.0 for q in queries}
+
+    last = read()
+    stable_since = time.monotonic()
+    deadline = stable_since + 90
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        values = read()
+        if values != last:
+            last, stable_since = values, time.monotonic()
+        elif time.monotonic() - stable_since >= 12:
+            return last
+    raise AssertionError(f"{queries} kept changing for 90 s")
+
+
+@pytest.fixture(scope="module")
+def chat_baseline(stack: RunningStack, prometheus: Prometheus) -> dict[str, float]:
+    """Chat calls counted before this module's own (the e2e modules share one stack)."""
+    return settled(prometheus, (CHAT_CALLS, CHAT_ERRORS, GATEWAY_CHAT_CALLS))
 
 
 async def _chat(stack: RunningStack, n: int, model: str, **extra: object) -> list[CallResult]:
@@ -70,7 +102,7 @@ async def _chat(stack: RunningStack, n: int, model: str, **extra: object) -> lis
 
 
 async def test_a_request_is_found_in_jaeger_by_its_correlation_id_across_all_services(
-    stack: RunningStack, simulator: Simulator, jaeger: Jaeger
+    stack: RunningStack, simulator: Simulator, jaeger: Jaeger, chat_baseline: dict[str, float]
 ) -> None:
     # Over the tail-sampling latency threshold (2 s), so the 10% baseline cannot drop it.
     simulator.http.post("/admin/latency", json={"ms": 2500}).raise_for_status()
@@ -133,7 +165,11 @@ async def test_a_request_is_found_in_jaeger_by_its_correlation_id_across_all_ser
 
 
 async def test_span_metrics_count_every_call_before_sampling_and_exemplars_resolve(
-    stack: RunningStack, simulator: Simulator, prometheus: Prometheus, jaeger: Jaeger
+    stack: RunningStack,
+    simulator: Simulator,
+    prometheus: Prometheus,
+    jaeger: Jaeger,
+    chat_baseline: dict[str, float],
 ) -> None:
     for result in await _chat(stack, 100, KIMI_MODEL):
         LEDGER.record(result)
@@ -146,33 +182,37 @@ async def test_span_metrics_count_every_call_before_sampling_and_exemplars_resol
     assert len(LEDGER.failed) == 10, "every GLM call under error_500 must fail"
     assert len(LEDGER.ok) == 100
 
-    expected_total = LEDGER.total
-    eventually(
-        lambda: (
-            prometheus.scalar(f"sum(traces_span_metrics_calls_total{{{CHAT_SPAN}}})")
-            == expected_total
-        ),
-        timeout_s=90,
-    )
-    errors = prometheus.scalar(
-        f'sum(traces_span_metrics_calls_total{{{CHAT_SPAN},status_code="STATUS_CODE_ERROR"}})'
-    )
-    assert errors == len(LEDGER.failed)
+    expected_total = chat_baseline[CHAT_CALLS] + LEDGER.total
+    eventually(lambda: prometheus.scalar(CHAT_CALLS) == expected_total, timeout_s=90)
+    assert prometheus.scalar(CHAT_ERRORS) == chat_baseline[CHAT_ERRORS] + len(LEDGER.failed)
     # The gateway's own counter agrees with the span metrics.
-    assert prometheus.scalar('sum(exai_gateway_calls_total{exai_tool="chat"})') == expected_total
+    assert prometheus.scalar(GATEWAY_CHAT_CALLS) == chat_baseline[GATEWAY_CHAT_CALLS] + LEDGER.total
+    # Grafana's Tempo service-graph table groups by `service`: the same value as service_name.
+    assert prometheus.scalar(
+        'sum(traces_spanmetrics_latency_count{service="ws-gateway",'
+        'span_name="ws call_tool chat",span_kind="SPAN_KIND_SERVER"})'
+    ) == prometheus.scalar(CHAT_CALLS)
 
-    # Exemplars on the span metrics point at traces that were kept (error traces always are).
-    def resolvable_exemplars() -> list[str] | None:
-        series = prometheus.exemplars(
-            f'traces_span_metrics_duration_seconds_bucket{{{CHAT_SPAN},status_code="STATUS_CODE_ERROR"}}'
+    # Every exemplar Prometheus holds for the chat span — errors AND ordinary calls at 10%
+    # sampling — points at a trace that is in Jaeger: exemplars are taken after sampling.
+    def exemplar_trace_ids() -> dict[str, set[str]] | None:
+        by_status: dict[str, set[str]] = {}
+        for series in prometheus.exemplars(
+            f"traces_spanmetrics_kept_latency_bucket{{{CHAT_SPAN}}}"
+        ):
+            status = series["seriesLabels"]["status_code"]
+            by_status.setdefault(status, set()).update(
+                e["labels"]["trace_id"] for e in series["exemplars"]
+            )
+        ordinary = by_status.get("STATUS_CODE_UNSET", set()) | by_status.get(
+            "STATUS_CODE_OK", set()
         )
-        trace_ids = {e["labels"]["trace_id"] for s in series for e in s["exemplars"]}
-        if not trace_ids:
-            return None
-        stored = [t for t in trace_ids if jaeger.trace(t) is not None]
-        return stored if len(stored) == len(trace_ids) else None
+        return by_status if ordinary and by_status.get("STATUS_CODE_ERROR") else None
 
-    assert eventually(resolvable_exemplars, timeout_s=60)
+    by_status = eventually(exemplar_trace_ids, timeout_s=60)
+    every_trace_id = set().union(*by_status.values())
+    missing = {t for t in every_trace_id if jaeger.trace(t) is None}
+    assert not missing, f"{len(missing)} of {len(every_trace_id)} exemplars point at no trace"
 
 
 def test_token_metrics_match_the_usage_the_provider_reported(
@@ -258,8 +298,10 @@ def test_provider_failure_pages_through_alertmanager_and_resolves(
     stack: RunningStack,
     webhook: AlertWebhook,
     simulator: Simulator,
+    prometheus: Prometheus,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # The stack runs the e2e alert timings (conftest overrides), not the production ones.
     names = {"ProviderCircuitOpen", "ProviderErrorRatioHigh"}
     stop, outcomes = threading.Event(), Counter[str]()
     driver = threading.Thread(target=_drive_provider_traffic, args=(stop, outcomes), daemon=True)
@@ -277,7 +319,14 @@ def test_provider_failure_pages_through_alertmanager_and_resolves(
             every_s=2,
         )
         fired_after = firing[0][0] - fault_at
-        assert firing[0][1]["annotations"]["runbook_url"]
+        # Absolute links built from the bases the stack was given (prometheus.yml external
+        # labels), which stay out of the alert's labels.
+        runbook_base, grafana = stack.env["EXAI_RUNBOOK_BASE_URL"], stack.env["EXAI_GRAFANA_URL"]
+        for _, alert in firing:
+            name = alert["labels"]["alertname"]
+            assert alert["annotations"]["runbook_url"] == f"{runbook_base}#{name.lower()}"
+            assert alert["annotations"]["dashboard_url"] == f"{grafana}/d/exai-llm"
+            assert not {"exai_runbook_base_url", "exai_grafana_url"} & alert["labels"].keys()
         cleared_at = time.monotonic()
         simulator.clear_faults()
         fired_names = {a["labels"]["alertname"] for _, a in firing}
@@ -296,6 +345,16 @@ def test_provider_failure_pages_through_alertmanager_and_resolves(
         simulator.clear_faults()
         driver.join(15)
     assert outcomes["200"] > 0 and (outcomes["502"] + outcomes["503"]) > 0
+    # ServiceTelemetryAbsent watches each service's always-exported SDK gauge: it is there
+    # for every service, so the absence alert is quiet on a healthy stack.
+    reporting = {
+        s["metric"]["service_name"]
+        for s in prometheus.query("otel_sdk_processor_span_queue_capacity")
+    }
+    assert {"ws-gateway", "provider-proxy", "storage-adapter"} <= reporting
+    assert not [
+        a for a in prometheus.alerts() if a["labels"]["alertname"] == "ServiceTelemetryAbsent"
+    ]
     with capsys.disabled():
         print(
             f"\n[e2e] provider fault → webhook delivery: {fired_after:.0f}s "

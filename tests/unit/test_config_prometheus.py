@@ -1,14 +1,24 @@
-"""Static checks of prometheus.yml, the alert rules and their promtool tests.
+"""Checks of prometheus.yml, the alert rules, their links and timings, and their tests.
 
-promtool itself runs in test_config_tools.py; these tests check what it cannot: the
-alert conventions (severity, annotations, runbook entries), that every alert has a
-"fires" and a "stays quiet" unit test, the timing the end-to-end alert test relies on,
-and that rules only use metric names Prometheus really stores.
+promtool runs on the shipped files in test_config_tools.py; these tests check what it
+cannot: the alert conventions (severity, absolute runbook and dashboard links, runbook
+entries), that every alert has a "fires" and a "stays quiet" unit test, that production
+timings ship while the end-to-end ones stay an overlay (and both variants pass promtool
+and amtool), that every knob the runbooks name can be set, and that rules only use
+metric names Prometheus really stores. One test runs the real Prometheus to prove the
+link bases come from its environment.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +29,42 @@ from tests.config_tools import (
     KNOWN_METRICS,
     REPO_ROOT,
     alert_rules,
+    assert_ok,
     load_yaml,
     metric_names_in,
     recording_rule_names,
+    run_tool,
+    tool,
 )
+from tests.support.stack import load_stack_module
 
 PROMETHEUS = load_yaml("prometheus.yml")
+RULES_DIR = REPO_ROOT / "deploy" / "prometheus" / "rules"
+E2E_RULES_DIR = RULES_DIR / "e2e"
 TESTS_DIR = REPO_ROOT / "deploy" / "prometheus" / "tests"
 TARGETS_DIR = REPO_ROOT / "deploy" / "prometheus" / "targets"
+ALERTMANAGER = load_yaml("deploy/alertmanager/alertmanager.yml")
 RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
+COMPOSE = load_yaml("docker-compose.yml")
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
 SEVERITIES = {"page", "ticket", "info"}
 ALERTS = sorted({rule["alert"] for _, rule in alert_rules()})
+STACK = load_stack_module()  # deploy/local-stack/stack.py
+# Dashboard uids (grafana/dashboards/); a link may pick the service dashboard's $service.
+DASHBOARD_UIDS = {"exai-overview", "exai-service", "exai-llm", "exai-pipeline", "exai-slo"}
+RUNBOOK_BASE = "{{ $externalLabels.exai_runbook_base_url }}"
+GRAFANA_BASE = "{{ $externalLabels.exai_grafana_url }}"
+LINK_LABELS = {
+    "exai_runbook_base_url": "EXAI_RUNBOOK_BASE_URL",
+    "exai_grafana_url": "EXAI_GRAFANA_URL",
+}
+
+
+def _rules_in(directory: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for path in sorted(directory.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
+            for rule in group["rules"]:
+                yield path.name, rule
 
 
 def _duration_s(text: str) -> float:
@@ -52,7 +87,23 @@ def test_otlp_ingestion_translates_names_and_promotes_resource_attributes() -> N
 
 def test_rules_are_evaluated_often_enough_for_the_provider_alert() -> None:
     assert _duration_s(PROMETHEUS["global"]["evaluation_interval"]) <= 15
+    # Not recursive: the e2e overlay in rules/e2e/ is never loaded by the shipped config.
     assert PROMETHEUS["rule_files"] == ["deploy/prometheus/rules/*.yml"]
+
+
+def test_link_bases_come_from_the_environment_and_stay_out_of_alert_labels() -> None:
+    external = PROMETHEUS["global"]["external_labels"]
+    assert external == {label: f"${{{env}}}" for label, env in LINK_LABELS.items()}
+    drops = [
+        rc for rc in PROMETHEUS["alerting"]["alert_relabel_configs"] if rc["action"] == "labeldrop"
+    ]
+    assert any(all(re.fullmatch(rc["regex"], label) for label in LINK_LABELS) for rc in drops)
+
+
+def test_relative_paths_of_prometheus_yml_are_under_deploy_prometheus() -> None:
+    # The rules overlay (stack.prometheus_config) mirrors only deploy/prometheus/.
+    paths = [*PROMETHEUS["rule_files"], *_sd_files()]
+    assert all(p.startswith("deploy/prometheus/") for p in paths), paths
 
 
 def _sd_files() -> list[str]:
@@ -101,12 +152,55 @@ def test_target_hosts_match_each_stack() -> None:
 # ------------------------------------------------------------------ alert conventions
 
 
-@pytest.mark.parametrize(("rule_file", "rule"), list(alert_rules()), ids=lambda x: str(x)[:40])
-def test_alert_has_severity_and_annotations(rule_file: str, rule: dict[str, Any]) -> None:
+ALL_ALERT_RULES = [
+    (f"{directory.name}/{name}", rule)
+    for directory in (RULES_DIR, E2E_RULES_DIR)
+    for name, rule in _rules_in(directory)
+    if "alert" in rule
+]
+
+
+@pytest.mark.parametrize(("rule_file", "rule"), ALL_ALERT_RULES, ids=lambda x: str(x)[:40])
+def test_alert_has_severity_and_absolute_links(rule_file: str, rule: dict[str, Any]) -> None:
     assert rule["labels"]["severity"] in SEVERITIES
     annotations = rule["annotations"]
-    assert {"summary", "description", "runbook_url"} <= set(annotations)
-    assert annotations["runbook_url"] == f"docs/runbooks.md#{rule['alert'].lower()}"
+    assert {"summary", "description", "runbook_url", "dashboard_url"} <= set(annotations)
+    assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#{rule['alert'].lower()}"
+    dashboard = re.fullmatch(
+        re.escape(GRAFANA_BASE) + r"/d/([a-z-]+)(\?var-service=\{\{ \$labels\.service_name \}\})?",
+        annotations["dashboard_url"],
+    )
+    assert dashboard, annotations["dashboard_url"]
+    assert dashboard.group(1) in DASHBOARD_UIDS
+    if dashboard.group(2):
+        assert dashboard.group(1) == "exai-service"
+
+
+def test_link_defaults_agree_across_compose_the_local_stack_and_env_example() -> None:
+    compose_env = COMPOSE["services"]["prometheus"]["environment"]
+    documented = ENV_EXAMPLE.read_text(encoding="utf-8")
+    for env, default in STACK.ALERT_LINK_DEFAULTS.items():
+        assert compose_env[env] == f"${{{env}:-{default}}}"
+        assert f"# {env}={default}\n" in documented
+        assert default.startswith(("http://", "https://"))
+
+
+def _runbook_knobs() -> set[str]:
+    return set(re.findall(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`", RUNBOOKS.read_text("utf-8")))
+
+
+def test_every_knob_the_runbooks_name_is_settable_in_compose_and_documented() -> None:
+    knobs = _runbook_knobs()
+    assert {"EXAI_RUNBOOK_BASE_URL", "EXAI_CIRCUIT_FAILURE_THRESHOLD"} <= knobs
+    compose_text = "\n".join(
+        line
+        for line in (REPO_ROOT / "docker-compose.yml").read_text("utf-8").splitlines()
+        if not line.lstrip().startswith("#")
+    )
+    settable = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose_text))
+    documented = set(re.findall(r"(?m)^#?\s*([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE.read_text("utf-8")))
+    assert not knobs - settable, f"not settable in docker-compose.yml: {sorted(knobs - settable)}"
+    assert not knobs - documented, f"not in .env.example: {sorted(knobs - documented)}"
 
 
 def test_every_alert_has_a_runbook_entry() -> None:
@@ -131,24 +225,169 @@ def test_metric_name_extraction_ignores_labels() -> None:
     assert metric_names_in(expr) == {"exai_gateway_calls_total", "up"}
 
 
-def test_provider_alert_reaches_alertmanager_within_two_minutes() -> None:
-    # End-to-end test 5 forces provider 500s and waits for the webhook.
-    rules = {rule["alert"]: rule for _, rule in alert_rules()}
+def _windows_s(expr: str) -> list[float]:
+    return [_duration_s(w) for w in re.findall(r"\[(\d+[smhd])\]", expr)]
+
+
+def _provider_alerts(directory: Path) -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for _, rule in _rules_in(directory) if "alert" in rule}
+
+
+def _recorded_windows(expr: str) -> list[float]:
+    """Windows of the recording rules an alert uses (their names end in _rate<window>)."""
+    return [_duration_s(w) for w in re.findall(r"exai:\w+:\w*rate(\d+[smhd])\b", expr)]
+
+
+def test_shipped_provider_alerts_have_production_timings() -> None:
+    rules = _provider_alerts(RULES_DIR)
+    for name in ("ProviderErrorRatioHigh", "ProviderCircuitOpen"):
+        rule = rules[name]
+        windows = _windows_s(rule["expr"]) + _recorded_windows(rule["expr"])
+        assert windows and min(windows) >= 120, (name, windows)
+        assert _duration_s(rule["for"]) >= 120, name
+
+
+def test_provider_error_ratio_has_a_traffic_floor() -> None:
+    for directory in (RULES_DIR, E2E_RULES_DIR):
+        expr = _provider_alerts(directory)["ProviderErrorRatioHigh"]["expr"]
+        assert re.search(r"and on \(gen_ai_provider_name\)\s+exai:provider_requests:rate", expr)
+
+
+def test_shipped_alertmanager_timings_are_production_ones() -> None:
+    route = ALERTMANAGER["route"]
+    assert _duration_s(route["group_wait"]) >= 30
+    assert _duration_s(route["group_interval"]) >= 300
+    for child in route["routes"]:
+        assert _duration_s(child.get("group_wait", route["group_wait"])) >= 10
+        if child["receiver"] != "info":  # the Watchdog heartbeat repeats on purpose
+            assert _duration_s(child.get("group_interval", route["group_interval"])) >= 300
+
+
+def test_e2e_overlay_replaces_only_shipped_files_and_changes_only_timings() -> None:
+    shipped_files = {p.name for p in RULES_DIR.glob("*.yml")}
+    overlay_files = {p.name for p in E2E_RULES_DIR.glob("*.yml")}
+    assert overlay_files and overlay_files <= shipped_files
+    for name in overlay_files:
+        shipped = {r["alert"]: r for _, r in _rules_in(RULES_DIR) if r.get("alert")}
+        overlay = [r for n, r in _rules_in(E2E_RULES_DIR) if n == name]
+        assert {r["alert"] for r in overlay} == {
+            r["alert"] for n, r in _rules_in(RULES_DIR) if n == name and "alert" in r
+        }
+        for rule in overlay:
+            twin = shipped[rule["alert"]]
+            assert rule["labels"] == twin["labels"]
+            for key in ("summary", "runbook_url", "dashboard_url"):
+                assert rule["annotations"][key] == twin["annotations"][key], key
+
+
+def test_e2e_overlay_pages_within_two_minutes() -> None:
+    # tests/e2e/test_stack.py forces provider 500s and waits for the webhook.
+    rules = _provider_alerts(E2E_RULES_DIR)
     eval_s = _duration_s(PROMETHEUS["global"]["evaluation_interval"])
     for name in ("ProviderErrorRatioHigh", "ProviderCircuitOpen"):
         rule = rules[name]
-        windows = [_duration_s(w) for w in re.findall(r"\[(\d+[smhd])\]", rule["expr"])]
-        assert _duration_s(rule["for"]) <= 60, name
+        windows = _windows_s(rule["expr"]) + _recorded_windows(rule["expr"])
+        assert windows and max(windows) <= 60, name
         assert eval_s + _duration_s(rule["for"]) + 30 <= 120, name
-        assert all(w <= 60 for w in windows), name
-    ratio_rule = next(
-        rule
-        for path in (REPO_ROOT / "deploy/prometheus/rules").glob("*.yml")
-        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
-        for rule in group["rules"]
-        if rule.get("record") == "exai:provider_request_errors:ratio_rate1m"
+
+
+def test_e2e_stack_selects_the_overlay_and_short_alertmanager_timings() -> None:
+    text = (REPO_ROOT / "tests/e2e/conftest.py").read_text(encoding="utf-8")
+    overlay = re.search(r'"EXAI_PROMETHEUS_RULES_OVERLAY": "([^"]+)"', text)
+    assert overlay and REPO_ROOT / overlay.group(1) == E2E_RULES_DIR
+    assert '"EXAI_ALERTMANAGER_GROUP_INTERVAL": "30s"' in text
+
+
+# ------------------------------------------------------------------ both variants, real tools
+
+
+def test_rules_overlay_view_loads_overlay_rules_and_passes_promtool(tmp_path: Path) -> None:
+    overrides = {"EXAI_PROMETHEUS_RULES_OVERLAY": "deploy/prometheus/rules/e2e"}
+    config = STACK.prometheus_config(tmp_path, overrides)
+    rules_dir = config.parent / "deploy" / "prometheus" / "rules"
+    loaded = {p.name: p.resolve() for p in rules_dir.glob("*.yml")}
+    assert loaded == {
+        **{p.name: p for p in RULES_DIR.glob("*.yml")},
+        **{p.name: p for p in E2E_RULES_DIR.glob("*.yml")},
+    }
+    result = run_tool("promtool", "check", "config", str(config))
+    assert_ok(result)
+    assert f"{len(loaded)} rule files found" in result.stdout
+    assert_ok(run_tool("promtool", "check", "rules", *map(str, E2E_RULES_DIR.glob("*.yml"))))
+
+
+def test_without_overrides_the_local_stack_runs_the_shipped_configs(tmp_path: Path) -> None:
+    assert STACK.prometheus_config(tmp_path, {}) == REPO_ROOT / "prometheus.yml"
+    shipped = REPO_ROOT / "deploy/alertmanager/alertmanager.yml"
+    assert STACK.alertmanager_config(tmp_path, {}) == shipped
+
+
+def test_e2e_alertmanager_timings_apply_to_every_route_and_pass_amtool(tmp_path: Path) -> None:
+    overrides = {"EXAI_ALERTMANAGER_GROUP_WAIT": "5s", "EXAI_ALERTMANAGER_GROUP_INTERVAL": "30s"}
+    path = STACK.alertmanager_config(tmp_path, overrides)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    routes = [config["route"], *config["route"]["routes"]]
+    assert {(r["group_wait"], r["group_interval"]) for r in routes} == {("5s", "30s")}
+    # Everything else is the shipped file.
+    for key in ("receivers", "inhibit_rules", "global"):
+        assert config[key] == ALERTMANAGER[key]
+    result = run_tool("amtool", "check-config", str(path))
+    assert_ok(result)
+    assert "SUCCESS" in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _firing_alerts(url: str) -> list[dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/alerts", timeout=2) as response:
+            alerts: list[dict[str, Any]] = json.load(response)["data"]["alerts"]
+            return [a for a in alerts if a["state"] == "firing"]
+    except OSError:
+        return []
+
+
+def test_real_prometheus_builds_the_links_from_its_environment(tmp_path: Path) -> None:
+    # The shipped prometheus.yml and rules; only the environment differs. The Watchdog
+    # fires at the first evaluation (no `for`), so its annotations show the expansion.
+    port = _free_port()
+    env = {
+        **os.environ,
+        "EXAI_RUNBOOK_BASE_URL": "https://wiki.example/sre/exai-runbooks",
+        "EXAI_GRAFANA_URL": "https://grafana.example:8443",
+    }
+    log_path = tmp_path / "prometheus.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            [
+                str(tool("prometheus")),
+                f"--config.file={REPO_ROOT / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not (alerts := _firing_alerts(f"http://127.0.0.1:{port}")):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"no firing alert:\n{log_path.read_text(encoding='utf-8')[-3000:]}")
+            time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    watchdog = next(a for a in alerts if a["labels"]["alertname"] == "Watchdog")
+    assert watchdog["annotations"]["runbook_url"] == (
+        "https://wiki.example/sre/exai-runbooks#watchdog"
     )
-    assert "[1m]" in ratio_rule["expr"]
+    assert watchdog["annotations"]["dashboard_url"] == "https://grafana.example:8443/d/exai-slo"
 
 
 # ------------------------------------------------------------------ promtool test coverage
