@@ -185,8 +185,10 @@ async def test_span_metrics_count_every_call_before_sampling_and_exemplars_resol
     expected_total = chat_baseline[CHAT_CALLS] + LEDGER.total
     eventually(lambda: prometheus.scalar(CHAT_CALLS) == expected_total, timeout_s=90)
     assert prometheus.scalar(CHAT_ERRORS) == chat_baseline[CHAT_ERRORS] + len(LEDGER.failed)
-    # The gateway's own counter agrees with the span metrics.
-    assert prometheus.scalar(GATEWAY_CHAT_CALLS) == chat_baseline[GATEWAY_CHAT_CALLS] + LEDGER.total
+    # The gateway's own counter agrees with the span metrics (once its next periodic
+    # export, every 5 s, has landed).
+    gateway_total = chat_baseline[GATEWAY_CHAT_CALLS] + LEDGER.total
+    eventually(lambda: prometheus.scalar(GATEWAY_CHAT_CALLS) == gateway_total, timeout_s=30)
     # Grafana's Tempo service-graph table groups by `service`: the same value as service_name.
     assert prometheus.scalar(
         'sum(traces_spanmetrics_latency_count{service="ws-gateway",'
