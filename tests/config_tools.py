@@ -179,6 +179,7 @@ KNOWN_METRICS = frozenset(
         "exai_gateway_inflight",
         "exai_provider_tokens_total",
         "exai_provider_cost_total",
+        "exai_provider_cost_budget",
         "exai_provider_retries_total",
         "exai_provider_requests_total",
         # gauges with annotation units ({state}, {status}) keep their plain names

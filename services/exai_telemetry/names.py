@@ -31,6 +31,8 @@ CACHED_TOKENS: Final = "exai.usage.cached_tokens"  # span attribute
 # --- metrics --------------------------------------------------------------------------
 M_PROVIDER_TOKENS: Final = "exai.provider.tokens"
 M_PROVIDER_COST: Final = "exai.provider.cost"
+# The hourly spend budget (EXAI_SPEND_BUDGET_USD_PER_HOUR), for the TokenSpendAboveBudget alert.
+M_PROVIDER_COST_BUDGET: Final = "exai.provider.cost.budget"
 M_PROVIDER_RETRIES: Final = "exai.provider.retries"
 M_PROVIDER_CIRCUIT_STATE: Final = "exai.provider.circuit.state"
 M_PROVIDER_REQUESTS: Final = "exai.provider.requests"

@@ -149,7 +149,11 @@ def create_app(
         fallback_models=settings.fallback_model_map,
     )
     state = ProxyState(settings, adapters, breakers, router)
-    metrics = ProxyMetrics(telemetry.meter("provider_proxy"), state.circuit_states)
+    metrics = ProxyMetrics(
+        telemetry.meter("provider_proxy"),
+        state.circuit_states,
+        spend_budget_usd_per_hour=settings.spend_budget_usd_per_hour,
+    )
     policy = RetryPolicy(
         settings.retry_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s
     )

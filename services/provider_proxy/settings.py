@@ -87,6 +87,10 @@ class ProxySettings(ServiceSettings):
     )
 
     # USD per 1M tokens by model; merged over the defaults.
+    # Published as exai.provider.cost.budget; TokenSpendAboveBudget fires above it.
+    spend_budget_usd_per_hour: float = Field(
+        default=5.0, gt=0, allow_inf_nan=False, validation_alias="EXAI_SPEND_BUDGET_USD_PER_HOUR"
+    )
     price_table: Annotated[dict[str, ModelPrice], NoDecode] = Field(
         default_factory=dict, validation_alias="EXAI_PRICE_TABLE"
     )

@@ -99,7 +99,10 @@ _REQUEST_PARAMS: dict[str, str] = {
 
 class ProxyMetrics:
     def __init__(
-        self, meter: Meter, circuit_states: Callable[[], Mapping[ProviderName, CircuitStateName]]
+        self,
+        meter: Meter,
+        circuit_states: Callable[[], Mapping[ProviderName, CircuitStateName]],
+        spend_budget_usd_per_hour: float | None = None,
     ) -> None:
         self._circuit_states = circuit_states
         self.token_usage = create_gen_ai_client_token_usage(meter)
@@ -137,6 +140,15 @@ class ProxyMetrics:
             unit="{state}",
             description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
         )
+        if spend_budget_usd_per_hour is not None:
+            # Published, not hard-coded in the rule: the alert compares spend with it.
+            budget = Observation(spend_budget_usd_per_hour)
+            meter.create_observable_gauge(
+                names.M_PROVIDER_COST_BUDGET,
+                callbacks=[lambda options: [budget]],
+                unit="{USD}",
+                description="Provider spend budget per hour (EXAI_SPEND_BUDGET_USD_PER_HOUR).",
+            )
 
     def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
         for provider, state in self._circuit_states().items():

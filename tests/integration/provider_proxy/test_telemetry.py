@@ -154,7 +154,9 @@ async def test_no_api_key_anywhere_in_any_span(captured: CapturedTelemetry) -> N
 async def test_metrics_for_tokens_cost_retries_outcomes_and_circuits(
     captured: CapturedTelemetry,
 ) -> None:
-    async with running_stack(captured, circuit_failure_threshold=2, retry_max_attempts=2) as stack:
+    async with running_stack(
+        captured, circuit_failure_threshold=2, retry_max_attempts=2, spend_budget_usd_per_hour=12.5
+    ) as stack:
         stack.faults.arm("rate_limit", 1)
         ok = (await stack.chat("kimi")).json()
         await stack.global_fault("error_500", "glm")
@@ -191,6 +193,9 @@ async def test_metrics_for_tokens_cost_retries_outcomes_and_circuits(
         assert cost > 0
         # An annotation unit: Prometheus names the counter exai_provider_cost_total.
         assert metric_unit(reader, names.M_PROVIDER_COST) == "{USD}"
+        # The TokenSpendAboveBudget alert compares spend with the budget the proxy publishes.
+        (budget,) = [p.value for _, p in metric_points(reader, names.M_PROVIDER_COST_BUDGET)]
+        assert budget == 12.5
 
         retries = {
             (a["gen_ai.provider.name"], a[names.RETRY_REASON]): p.value
