@@ -5,14 +5,17 @@
 // github.com/open-telemetry/opentelemetry-collector-contrib/connector/servicegraphconnector
 // is not served by the Go module proxy reachable from this project's machines, so the
 // no-Docker stack cannot link it. The Docker stack uses the official
-// otel/opentelemetry-collector-contrib image, which ships the upstream connector.
+// otel/opentelemetry-collector-contrib:0.161.0 image, which ships the upstream connector.
 //
-// To keep ONE collector config valid for both, this package accepts exactly the
-// configuration keys of the upstream connector (same names, same defaults) and emits the
-// same metrics: traces_service_graph_request_total, traces_service_graph_request_failed_total,
-// traces_service_graph_request_server and traces_service_graph_request_client (unit "s"),
-// with the attributes client, server, connection_type, failed and client_<dim>/server_<dim>.
-// It is written from the upstream documentation, not copied from it.
+// Both stacks run the same otel-collector.yaml, so this package behaves as contrib
+// v0.161.0 does for the same spans: the same configuration keys and defaults, the same
+// series (traces_service_graph_request_total, …_failed_total, and the histograms
+// traces_service_graph_request_server / …_client in seconds) with the same labels
+// (client, server, connection_type, failed, client_<dim>/server_<dim>, virtual_node),
+// virtual nodes always on (upstream's connector.servicegraph.virtualNode gate is stable),
+// database edges from database_name_attributes, and the same store/TTL semantics.
+// connector_test.go pins each behaviour. It is written from the upstream sources'
+// behaviour, not copied from them.
 package servicegraphconnector // import "exai.local/otelcol/servicegraphconnector"
 
 import (
@@ -34,8 +37,9 @@ type Config struct {
 	CacheLoop time.Duration `mapstructure:"cache_loop"`
 	// StoreExpirationLoop is how often unpaired edges are expired from the store.
 	StoreExpirationLoop time.Duration `mapstructure:"store_expiration_loop"`
-	// VirtualNodePeerAttributes are checked, in order, to name the missing side of an
-	// expired edge (feature gate connector.servicegraph.virtualNode).
+	// VirtualNodePeerAttributes are checked, in order, to name the missing server of an
+	// expired client edge; unset means peer.service, db.name, db.system; an empty list
+	// turns virtual nodes off.
 	VirtualNodePeerAttributes []string `mapstructure:"virtual_node_peer_attributes"`
 	// VirtualNodeExtraLabel adds the virtual_node label (client|server) to virtual edges.
 	VirtualNodeExtraLabel bool `mapstructure:"virtual_node_extra_label"`

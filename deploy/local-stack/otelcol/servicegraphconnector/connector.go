@@ -23,14 +23,16 @@ const (
 	keySep          = "\x00"
 	clientKind      = "client"
 	serverKind      = "server"
+	virtualNodeAttr = "virtual_node"
+	userNode        = "user"    // the client of a root server span
+	unknownNode     = "unknown" // the server of an unpaired client span with no peer attribute
 	scopeName       = "traces_service_graph"
 	staleSeriesAge  = 15 * time.Minute
-	defaultFlushInt = 60 * time.Second
+	defaultFlushInt = 60 * time.Second // upstream: "1 DPM"
 )
 
 var (
 	defaultBucketsSeconds = []float64{0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1, 1.4, 2, 5, 10, 15}
-	defaultBucketsMs      = []float64{2, 4, 6, 8, 10, 50, 100, 200, 400, 800, 1000, 1400, 2000, 5000, 10_000, 15_000}
 	defaultPeerAttributes = []string{"peer.service", "db.name", "db.system"}
 	defaultDBNameAttrs    = []string{"db.name"}
 )
@@ -58,11 +60,11 @@ type serviceGraphConnector struct {
 	next   consumer.Metrics
 
 	bounds   []float64 // nil => exponential histograms
-	unit     string
 	flushInt time.Duration
 
 	store     *store
 	startTime time.Time
+	now       func() time.Time
 
 	mu     sync.Mutex
 	series map[string]*series
@@ -81,26 +83,19 @@ func newConnector(set component.TelemetrySettings, cfg *Config, next consumer.Me
 		cfg:        cfg,
 		logger:     set.Logger,
 		next:       next,
-		unit:       "s",
 		flushInt:   defaultFlushInt,
 		startTime:  time.Now(),
+		now:        time.Now,
 		series:     map[string]*series{},
 		shutdownCh: make(chan struct{}),
 	}
-	if legacyLatencyUnitMsFeatureGate.IsEnabled() {
-		c.unit = "ms"
-	}
 	if cfg.ExponentialHistogramMaxSize == 0 {
-		switch {
-		case cfg.LatencyHistogramBuckets != nil:
+		c.bounds = defaultBucketsSeconds
+		if cfg.LatencyHistogramBuckets != nil {
 			c.bounds = make([]float64, len(cfg.LatencyHistogramBuckets))
 			for i, d := range cfg.LatencyHistogramBuckets {
-				c.bounds[i] = c.durationValue(d)
+				c.bounds[i] = d.Seconds()
 			}
-		case c.unit == "ms":
-			c.bounds = defaultBucketsMs
-		default:
-			c.bounds = defaultBucketsSeconds
 		}
 	}
 	if cfg.CacheLoop <= 0 {
@@ -109,6 +104,7 @@ func newConnector(set component.TelemetrySettings, cfg *Config, next consumer.Me
 	if cfg.StoreExpirationLoop <= 0 {
 		cfg.StoreExpirationLoop = 2 * time.Second
 	}
+	// nil means "not configured" (the defaults); an explicit [] turns virtual nodes off.
 	if cfg.VirtualNodePeerAttributes == nil {
 		cfg.VirtualNodePeerAttributes = defaultPeerAttributes
 	}
@@ -117,39 +113,34 @@ func newConnector(set component.TelemetrySettings, cfg *Config, next consumer.Me
 	}
 	if cfg.MetricsFlushInterval != nil {
 		c.flushInt = *cfg.MetricsFlushInterval
+		if c.flushInt <= 0 {
+			c.logger.Warn("MetricsFlushInterval is set to 0, metrics will be flushed on every received batch of traces")
+		}
 	}
 
-	meter := set.MeterProvider.Meter("exai.local/otelcol/servicegraphconnector")
+	meter := set.MeterProvider.Meter(upstreamScope)
 	var err error
 	if c.droppedSpans, err = meter.Int64Counter("otelcol_connector_servicegraph_dropped_spans",
-		metric.WithDescription("Number of spans dropped when trying to add edges"), metric.WithUnit("{span}")); err != nil {
+		metric.WithDescription("Number of spans dropped when trying to add edges"), metric.WithUnit("1")); err != nil {
 		return nil, err
 	}
 	if c.totalEdges, err = meter.Int64Counter("otelcol_connector_servicegraph_total_edges",
-		metric.WithDescription("Total number of unique edges"), metric.WithUnit("{edge}")); err != nil {
+		metric.WithDescription("Total number of unique edges"), metric.WithUnit("1")); err != nil {
 		return nil, err
 	}
 	if c.expiredEdges, err = meter.Int64Counter("otelcol_connector_servicegraph_expired_edges",
-		metric.WithDescription("Number of edges that expired before finding its matching span"), metric.WithUnit("{edge}")); err != nil {
+		metric.WithDescription("Number of edges that expired before finding its matching span"), metric.WithUnit("1")); err != nil {
 		return nil, err
 	}
 	c.store = newStore(cfg.Store.TTL, cfg.Store.MaxItems, c.onComplete, c.onExpire)
 	return c, nil
 }
 
-func (c *serviceGraphConnector) durationValue(d time.Duration) float64 {
-	if c.unit == "ms" {
-		return float64(d) / float64(time.Millisecond)
-	}
-	return d.Seconds()
-}
-
-func (c *serviceGraphConnector) spanLatency(s ptrace.Span) float64 {
-	start, end := s.StartTimestamp(), s.EndTimestamp()
-	if end < start {
-		return 0
-	}
-	return c.durationValue(time.Duration(end - start))
+// spanDuration in seconds. Like upstream, the nanosecond difference is unsigned: a span
+// that ends before it starts wraps to a huge value (lands in the +Inf bucket) rather
+// than being clamped, so both stacks bucket broken spans the same way.
+func spanDuration(s ptrace.Span) float64 {
+	return float64(s.EndTimestamp()-s.StartTimestamp()) / float64(time.Second.Nanoseconds())
 }
 
 // Start launches the flush, store-expiry and stale-series loops.
@@ -159,7 +150,7 @@ func (c *serviceGraphConnector) Start(context.Context, component.Host) error {
 	if c.flushInt > 0 {
 		c.every(c.flushInt, func() {
 			if err := c.flush(context.Background()); err != nil {
-				c.logger.Error("failed to flush service graph metrics", zap.Error(err))
+				c.logger.Error("failed to flush metrics", zap.Error(err))
 			}
 		})
 	}
@@ -202,8 +193,10 @@ func (c *serviceGraphConnector) ConsumeTraces(ctx context.Context, td ptrace.Tra
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
 		resAttrs := rs.Resource().Attributes()
+		// As upstream: a resource without service.name is skipped; an empty one is not
+		// (its edges just never complete).
 		svc, ok := resAttrs.Get("service.name")
-		if !ok || svc.AsString() == "" {
+		if !ok {
 			continue
 		}
 		serviceName := svc.AsString()
@@ -217,7 +210,7 @@ func (c *serviceGraphConnector) ConsumeTraces(ctx context.Context, td ptrace.Tra
 	}
 	if c.flushInt <= 0 {
 		if err := c.flush(ctx); err != nil {
-			c.logger.Error("failed to flush service graph metrics", zap.Error(err))
+			c.logger.Error("failed to flush metrics", zap.Error(err))
 		}
 	}
 	return nil
@@ -238,19 +231,18 @@ func (c *serviceGraphConnector) consumeSpan(ctx context.Context, serviceName str
 		isNew, err = c.store.upsertEdge(edgeKey{span.TraceID(), span.SpanID()}, func(e *edge) {
 			e.connectionType = conn
 			e.clientService = serviceName
-			e.clientLatency = c.spanLatency(span)
+			e.clientLatency = spanDuration(span)
 			e.failed = e.failed || failed
 			c.putDimensions(clientKind, e.dimensions, resAttrs, span.Attributes())
-			if virtualNodeFeatureGate.IsEnabled() {
-				if k, v, ok := firstMatch(c.cfg.VirtualNodePeerAttributes, span.Attributes()); ok {
-					e.peer[k] = v
-				}
+			// The first configured peer attribute the span has (span attributes only).
+			if k, v, ok := firstMatch(c.cfg.VirtualNodePeerAttributes, span.Attributes()); ok {
+				e.peer[k] = v
 			}
 			// A database call has no server span: the client span stands for both sides.
 			if _, db, ok := firstMatch(c.cfg.DatabaseNameAttributes, resAttrs, span.Attributes()); ok {
 				e.connectionType = connDatabase
 				e.serverService = db
-				e.serverLatency = e.clientLatency
+				e.serverLatency = spanDuration(span)
 			}
 		})
 	case ptrace.SpanKindConsumer, ptrace.SpanKindServer:
@@ -260,7 +252,7 @@ func (c *serviceGraphConnector) consumeSpan(ctx context.Context, serviceName str
 		isNew, err = c.store.upsertEdge(edgeKey{span.TraceID(), span.ParentSpanID()}, func(e *edge) {
 			e.connectionType = conn
 			e.serverService = serviceName
-			e.serverLatency = c.spanLatency(span)
+			e.serverLatency = spanDuration(span)
 			e.failed = e.failed || failed
 			c.putDimensions(serverKind, e.dimensions, resAttrs, span.Attributes())
 		})
@@ -276,15 +268,17 @@ func (c *serviceGraphConnector) consumeSpan(ctx context.Context, serviceName str
 	}
 }
 
-func (c *serviceGraphConnector) putDimensions(kind string, dst map[string]string, maps ...pcommon.Map) {
+// putDimensions: each configured dimension, from the resource first, then the span.
+func (c *serviceGraphConnector) putDimensions(kind string, dst map[string]string, resAttrs, spanAttrs pcommon.Map) {
 	for _, dim := range c.cfg.Dimensions {
-		if _, v, ok := firstMatch([]string{dim}, maps...); ok {
+		if _, v, ok := firstMatch([]string{dim}, resAttrs, spanAttrs); ok {
 			dst[kind+"_"+dim] = v
 		}
 	}
 }
 
-// firstMatch returns the first of keys found in the first map that has it, in order of keys.
+// firstMatch returns the first of keys (in order) found in any of maps (in order),
+// its value as a string.
 func firstMatch(keys []string, maps ...pcommon.Map) (string, string, bool) {
 	for _, k := range keys {
 		for _, m := range maps {
@@ -296,22 +290,24 @@ func firstMatch(keys []string, maps ...pcommon.Map) (string, string, bool) {
 	return "", "", false
 }
 
+// onExpire: an edge whose other side never came. With virtual_node_peer_attributes not
+// empty (virtual nodes are always on, as upstream's stable gate), a root server span gets
+// the client "user" and a client span gets a server named by its peer attribute.
 func (c *serviceGraphConnector) onExpire(e *edge) {
 	c.expiredEdges.Add(context.Background(), 1)
-	if !virtualNodeFeatureGate.IsEnabled() || len(c.cfg.VirtualNodePeerAttributes) == 0 {
+	if len(c.cfg.VirtualNodePeerAttributes) == 0 {
 		return
 	}
 	e.connectionType = connVirtualNode
 	if e.clientService == "" && e.key.spanID.IsEmpty() {
-		// A root server span: the caller is outside the traced system.
-		e.clientService = "user"
+		e.clientService = userNode
 		if c.cfg.VirtualNodeExtraLabel {
 			e.virtualNode = clientKind
 		}
 		c.onComplete(e)
 	}
 	if e.serverService == "" {
-		e.serverService = "unknown"
+		e.serverService = unknownNode
 		for _, k := range c.cfg.VirtualNodePeerAttributes {
 			if v, ok := e.peer[k]; ok {
 				e.serverService = v
@@ -325,40 +321,50 @@ func (c *serviceGraphConnector) onExpire(e *edge) {
 	}
 }
 
-func (c *serviceGraphConnector) onComplete(e *edge) {
-	failed := strconv.FormatBool(e.failed)
+// seriesKey identifies a series as upstream does: client, server, connection type,
+// failed and the dimensions. virtual_node is NOT part of it, so (as upstream) a series
+// takes the virtual_node label of the last edge recorded into it.
+func (c *serviceGraphConnector) seriesKey(e *edge) string {
 	var key strings.Builder
-	key.WriteString(e.clientService + keySep + e.serverService + keySep + string(e.connectionType) + keySep + failed)
+	key.WriteString(e.clientService + keySep + e.serverService + keySep + string(e.connectionType) + keySep + strconv.FormatBool(e.failed))
 	for _, dim := range c.cfg.Dimensions {
 		for _, kind := range []string{clientKind, serverKind} {
 			if v, ok := e.dimensions[kind+"_"+dim]; ok {
-				key.WriteString(keySep + kind + "_" + dim + "=" + v)
+				key.WriteString(keySep + kind + "_" + dim + "_" + v)
 			}
 		}
 	}
-	if c.cfg.VirtualNodeExtraLabel {
-		key.WriteString(keySep + "virtual_node=" + e.virtualNode)
+	return key.String()
+}
+
+func (c *serviceGraphConnector) seriesAttrs(e *edge) pcommon.Map {
+	attrs := pcommon.NewMap()
+	attrs.PutStr("client", e.clientService)
+	attrs.PutStr("server", e.serverService)
+	attrs.PutStr("connection_type", string(e.connectionType))
+	attrs.PutBool("failed", e.failed)
+	for k, v := range e.dimensions {
+		attrs.PutStr(k, v)
 	}
+	if c.cfg.VirtualNodeExtraLabel {
+		attrs.PutStr(virtualNodeAttr, e.virtualNode)
+	}
+	return attrs
+}
+
+func (c *serviceGraphConnector) onComplete(e *edge) {
+	key := c.seriesKey(e)
+	attrs := c.seriesAttrs(e)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s, ok := c.series[key.String()]
+	s, ok := c.series[key]
 	if !ok {
-		attrs := pcommon.NewMap()
-		attrs.PutStr("client", e.clientService)
-		attrs.PutStr("server", e.serverService)
-		attrs.PutStr("connection_type", string(e.connectionType))
-		attrs.PutBool("failed", e.failed)
-		for k, v := range e.dimensions {
-			attrs.PutStr(k, v)
-		}
-		if c.cfg.VirtualNodeExtraLabel {
-			attrs.PutStr("virtual_node", e.virtualNode)
-		}
-		s = &series{attrs: attrs}
-		c.series[key.String()] = s
+		s = &series{}
+		c.series[key] = s
 	}
-	s.lastUpdated = time.Now()
+	s.attrs = attrs
+	s.lastUpdated = c.now()
 	s.total++
 	if e.failed {
 		s.failed++
@@ -384,10 +390,11 @@ func (c *serviceGraphConnector) observe(l *latency, v float64) {
 	l.counts[sort.SearchFloat64s(c.bounds, v)]++
 }
 
+// cleanStaleSeries drops the series no edge has updated for 15 minutes.
 func (c *serviceGraphConnector) cleanStaleSeries() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cutoff := time.Now().Add(-staleSeriesAge)
+	cutoff := c.now().Add(-staleSeriesAge)
 	for k, s := range c.series {
 		if s.lastUpdated.Before(cutoff) {
 			delete(c.series, k)
@@ -404,17 +411,17 @@ func (c *serviceGraphConnector) flush(ctx context.Context) error {
 }
 
 func (c *serviceGraphConnector) buildMetrics() pmetric.Metrics {
-	md := pmetric.NewMetrics()
-	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName(scopeName)
-
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.series) == 0 {
 		return pmetric.NewMetrics()
 	}
+	md := pmetric.NewMetrics()
+	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
+	sm.Scope().SetName(scopeName)
+
 	start := pcommon.NewTimestampFromTime(c.startTime)
-	now := pcommon.NewTimestampFromTime(time.Now().Add(-c.cfg.MetricsTimestampOffset))
+	now := pcommon.NewTimestampFromTime(c.now().Add(-c.cfg.MetricsTimestampOffset))
 
 	keys := make([]string, 0, len(c.series))
 	for k := range c.series {
@@ -422,7 +429,8 @@ func (c *serviceGraphConnector) buildMetrics() pmetric.Metrics {
 	}
 	sort.Strings(keys)
 
-	sum := func(name string, value func(*series) int64, skipZero bool) {
+	// Counters: only series with a non-zero value (failed_total has only failed edges).
+	sum := func(name string, value func(*series) int64) {
 		m := pmetric.NewMetric()
 		m.SetName(name)
 		s := m.SetEmptySum()
@@ -431,7 +439,7 @@ func (c *serviceGraphConnector) buildMetrics() pmetric.Metrics {
 		for _, k := range keys {
 			ser := c.series[k]
 			v := value(ser)
-			if skipZero && v == 0 {
+			if v == 0 {
 				continue
 			}
 			dp := s.DataPoints().AppendEmpty()
@@ -444,13 +452,13 @@ func (c *serviceGraphConnector) buildMetrics() pmetric.Metrics {
 			m.MoveTo(sm.Metrics().AppendEmpty())
 		}
 	}
-	sum("traces_service_graph_request_total", func(s *series) int64 { return s.total }, false)
-	sum("traces_service_graph_request_failed_total", func(s *series) int64 { return s.failed }, true)
+	sum("traces_service_graph_request_total", func(s *series) int64 { return s.total })
+	sum("traces_service_graph_request_failed_total", func(s *series) int64 { return s.failed })
 
 	hist := func(name string, pick func(*series) *latency) {
 		m := pmetric.NewMetric()
 		m.SetName(name)
-		m.SetUnit(c.unit)
+		m.SetUnit("s")
 		if c.bounds == nil {
 			h := m.SetEmptyExponentialHistogram()
 			h.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
@@ -463,17 +471,7 @@ func (c *serviceGraphConnector) buildMetrics() pmetric.Metrics {
 				dp := h.DataPoints().AppendEmpty()
 				dp.SetStartTimestamp(start)
 				dp.SetTimestamp(now)
-				dp.SetCount(l.expo.Count())
-				dp.SetSum(l.expo.Sum())
-				dp.SetScale(l.expo.Scale())
-				dp.SetZeroCount(l.expo.ZeroCount())
-				pos := l.expo.Positive()
-				dp.Positive().SetOffset(pos.Offset())
-				counts := make([]uint64, pos.Len())
-				for i := range counts {
-					counts[i] = pos.At(uint32(i))
-				}
-				dp.Positive().BucketCounts().FromRaw(counts)
+				expoToDataPoint(l.expo, dp)
 				ser.attrs.CopyTo(dp.Attributes())
 			}
 		} else {
@@ -497,11 +495,30 @@ func (c *serviceGraphConnector) buildMetrics() pmetric.Metrics {
 		}
 		m.MoveTo(sm.Metrics().AppendEmpty())
 	}
-	if legacyMetricNamesFeatureGate.IsEnabled() {
-		hist("traces_service_graph_request_duration", func(s *series) *latency { return &s.server })
-	} else {
-		hist("traces_service_graph_request_server", func(s *series) *latency { return &s.server })
-		hist("traces_service_graph_request_client", func(s *series) *latency { return &s.client })
-	}
+	hist("traces_service_graph_request_server", func(s *series) *latency { return &s.server })
+	hist("traces_service_graph_request_client", func(s *series) *latency { return &s.client })
 	return md
+}
+
+// expoToDataPoint copies an exponential histogram as upstream's pdatautil does: count,
+// sum, min/max when not empty, zero count, scale and both bucket ranges.
+func expoToDataPoint(h *structure.Histogram[float64], dp pmetric.ExponentialHistogramDataPoint) {
+	dp.SetCount(h.Count())
+	dp.SetSum(h.Sum())
+	if h.Count() != 0 {
+		dp.SetMin(h.Min())
+		dp.SetMax(h.Max())
+	}
+	dp.SetZeroCount(h.ZeroCount())
+	dp.SetScale(h.Scale())
+	for _, half := range []struct {
+		in  *structure.Buckets
+		out pmetric.ExponentialHistogramDataPointBuckets
+	}{{h.Positive(), dp.Positive()}, {h.Negative(), dp.Negative()}} {
+		half.out.SetOffset(half.in.Offset())
+		half.out.BucketCounts().EnsureCapacity(int(half.in.Len()))
+		for i := uint32(0); i < half.in.Len(); i++ {
+			half.out.BucketCounts().Append(half.in.At(i))
+		}
+	}
 }

@@ -14,25 +14,38 @@ const (
 	typeStr   = "servicegraph"
 	stability = component.StabilityLevelAlpha
 
-	virtualNodeFeatureGateID              = "connector.servicegraph.virtualNode"
-	legacyLatencyMetricNamesFeatureGateID = "connector.servicegraph.legacyLatencyMetricNames"
-	legacyLatencyUnitMsFeatureGateID      = "connector.servicegraph.legacyLatencyUnitMs"
+	// The upstream module path: used as the instrumentation scope of the connector's own
+	// telemetry so otelcol_connector_servicegraph_* look the same in both stacks.
+	upstreamScope = "github.com/open-telemetry/opentelemetry-collector-contrib/connector/servicegraphconnector"
 )
 
-// The same feature gates as upstream, so --feature-gates flags written for the contrib
-// image are accepted here too.
+// The upstream gates, registered at the stages contrib v0.161.0 has them, so a
+// --feature-gates flag behaves the same in both stacks: virtualNode is stable (always on,
+// `-connector.servicegraph.virtualNode` is an error) and the two legacy gates are
+// deprecated (always off, enabling one is an error). The code below therefore has no
+// gated paths: virtual nodes are always built, latency is always in seconds under the
+// current metric names.
 var (
-	virtualNodeFeatureGate = featuregate.GlobalRegistry().MustRegister(
-		virtualNodeFeatureGateID, featuregate.StageAlpha,
-		featuregate.WithRegisterDescription("When an edge expires unpaired, name the missing side from peer attributes (virtual node)."),
+	_ = featuregate.GlobalRegistry().MustRegister(
+		"connector.servicegraph.virtualNode", featuregate.StageStable,
+		featuregate.WithRegisterDescription("When enabled and setting `virtual_node_peer_attributes` is not empty, the connector looks for the presence of these attributes in span to create virtual server nodes."),
+		featuregate.WithRegisterReferenceURL("https://github.com/open-telemetry/opentelemetry-collector-contrib/issues/17196"),
+		featuregate.WithRegisterFromVersion("v0.73.0"),
+		featuregate.WithRegisterToVersion("v0.154.0"),
 	)
-	legacyMetricNamesFeatureGate = featuregate.GlobalRegistry().MustRegister(
-		legacyLatencyMetricNamesFeatureGateID, featuregate.StageAlpha,
-		featuregate.WithRegisterDescription("Use the legacy latency metric name traces_service_graph_request_duration."),
+	_ = featuregate.GlobalRegistry().MustRegister(
+		"connector.servicegraph.legacyLatencyMetricNames", featuregate.StageDeprecated,
+		featuregate.WithRegisterDescription("When enabled, connector uses legacy latency metric names."),
+		featuregate.WithRegisterReferenceURL("https://github.com/open-telemetry/opentelemetry-collector-contrib/issues/18743"),
+		featuregate.WithRegisterFromVersion("v0.80.0"),
+		featuregate.WithRegisterToVersion("v0.154.0"),
 	)
-	legacyLatencyUnitMsFeatureGate = featuregate.GlobalRegistry().MustRegister(
-		legacyLatencyUnitMsFeatureGateID, featuregate.StageAlpha,
-		featuregate.WithRegisterDescription("Report latency in milliseconds instead of seconds."),
+	_ = featuregate.GlobalRegistry().MustRegister(
+		"connector.servicegraph.legacyLatencyUnitMs", featuregate.StageDeprecated,
+		featuregate.WithRegisterDescription("When enabled, connector reports latency in milliseconds, instead of seconds."),
+		featuregate.WithRegisterReferenceURL("https://github.com/open-telemetry/opentelemetry-collector-contrib/issues/27488"),
+		featuregate.WithRegisterFromVersion("v0.89.0"),
+		featuregate.WithRegisterToVersion("v0.154.0"),
 	)
 )
 

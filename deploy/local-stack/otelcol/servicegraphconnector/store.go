@@ -41,6 +41,7 @@ type edge struct {
 	expiresAt      time.Time
 }
 
+// complete: both sides are named (an empty service.name never completes an edge).
 func (e *edge) complete() bool { return e.clientService != "" && e.serverService != "" }
 
 // store keeps unpaired edges in insertion order so expiry is a walk from the front.
@@ -69,6 +70,10 @@ func newStore(ttl time.Duration, maxItems int, onComplete, onExpire func(*edge))
 
 // upsertEdge applies update to the edge for key (creating it if needed). A complete
 // edge is handed to onComplete and leaves the store. It returns whether the edge is new.
+//
+// As upstream: an edge complete on its first span (a database call) is recorded even when
+// the store is full, and the limit is `len >= max_items` (so max_items 0 drops every edge
+// that would have to wait for its other side).
 func (s *store) upsertEdge(key edgeKey, update func(*edge)) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -77,16 +82,13 @@ func (s *store) upsertEdge(key edgeKey, update func(*edge)) (bool, error) {
 		e := el.Value.(*edge)
 		update(e)
 		if e.complete() {
+			s.onComplete(e)
 			s.order.Remove(el)
 			delete(s.byKey, key)
-			s.onComplete(e)
 		}
 		return false, nil
 	}
 
-	if s.maxItems > 0 && len(s.byKey) >= s.maxItems {
-		return false, errTooManyItems
-	}
 	e := &edge{
 		key:        key,
 		dimensions: map[string]string{},
@@ -98,28 +100,32 @@ func (s *store) upsertEdge(key edgeKey, update func(*edge)) (bool, error) {
 		s.onComplete(e)
 		return true, nil
 	}
+	if s.order.Len() >= s.maxItems {
+		return false, errTooManyItems
+	}
 	s.byKey[key] = s.order.PushBack(e)
 	return true, nil
 }
 
-// expire removes edges whose TTL has passed and hands them to onExpire.
+// expire removes the edges whose TTL has passed (strictly after their expiry time) and
+// hands them to onExpire.
 func (s *store) expire() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	for el := s.order.Front(); el != nil; el = s.order.Front() {
 		e := el.Value.(*edge)
-		if now.Before(e.expiresAt) {
+		if !now.After(e.expiresAt) {
 			return
 		}
+		s.onExpire(e)
 		s.order.Remove(el)
 		delete(s.byKey, e.key)
-		s.onExpire(e)
 	}
 }
 
 func (s *store) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.byKey)
+	return s.order.Len()
 }
