@@ -64,10 +64,12 @@ async def test_db_and_redis_spans_are_children_without_content(
         s
         for s in spans
         if s.attributes
-        and s.attributes.get("db.system") == db_system
+        and s.attributes.get("db.system.name") == db_system
         and s.context.trace_id in request_traces
     ]
-    redis_spans = [s for s in spans if s.attributes and s.attributes.get("db.system") == "redis"]
+    redis_spans = [
+        s for s in spans if s.attributes and s.attributes.get("db.system.name") == "redis"
+    ]
     assert db_spans and redis_spans
     for client_span in db_spans + redis_spans:
         assert client_span.kind == SpanKind.CLIENT
@@ -78,14 +80,14 @@ async def test_db_and_redis_spans_are_children_without_content(
 
     placeholder = "$1" if db_system == "postgresql" else "?"
     inserts = [
-        str(s.attributes.get("db.statement"))
+        str(s.attributes.get("db.query.text"))
         for s in db_spans
-        if s.attributes and "INSERT INTO messages" in str(s.attributes.get("db.statement"))
+        if s.attributes and "INSERT INTO messages" in str(s.attributes.get("db.query.text"))
     ]
     assert inserts and all(placeholder in statement for statement in inserts)
     for span in redis_spans:
         assert span.attributes is not None
-        assert set(str(span.attributes["db.statement"]).split()) - {"?"} <= {
+        assert set(str(span.attributes["db.query.text"]).split()) - {"?"} <= {
             "EVALSHA",
             "HGETALL",
             "ZRANGE",
