@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the services and dev tools
 
-tools: ## build otelcol, Prometheus, Alertmanager, Jaeger, docker compose plugin from Go modules (cached in ~/.cache/exai/tools)
+tools: ## build otelcol, Prometheus, Alertmanager, Jaeger, docker compose plugin from Go modules (cached in ~/.cache/exai/tools; progress + ETA; EXAI_TOOLS_JOBS=1 builds one at a time)
 	@bash $(TOOLS) build
 
 run: install tools ## run the whole system locally (no Docker): services + collector + Prometheus + Alertmanager + Jaeger

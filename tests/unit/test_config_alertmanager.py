@@ -32,12 +32,13 @@ def test_every_receiver_posts_to_the_local_webhook() -> None:
         assert urls == [WEBHOOK_URL], receiver["name"]
 
 
-def test_notifications_are_quick_enough_for_the_e2e_alert_test() -> None:
-    # Prometheus fires within ~75 s of a provider fault; delivery must add little.
-    assert CONFIG["route"]["group_wait"] in ("5s", "10s", "15s")
-    for route in CONFIG["route"]["routes"]:
-        if route["receiver"] in ("page", "ticket"):
-            assert route.get("group_wait", CONFIG["route"]["group_wait"]) in ("5s", "10s", "15s")
+def test_pages_are_delivered_soon_after_they_fire() -> None:
+    # A page has already waited out its rule's `for:`; the production defaults keep the
+    # first notification within seconds of that. (The end-to-end stack runs a copy with
+    # shorter group timings: test_config_prometheus.py checks that variant.)
+    (page,) = [r for r in CONFIG["route"]["routes"] if r["receiver"] == "page"]
+    assert page.get("group_wait", CONFIG["route"]["group_wait"]) in ("5s", "10s", "15s")
+    assert CONFIG["route"]["group_wait"] in ("10s", "15s", "30s")
 
 
 def test_circuit_open_inhibits_error_ratio_for_the_same_provider() -> None:
@@ -48,9 +49,19 @@ def test_circuit_open_inhibits_error_ratio_for_the_same_provider() -> None:
     } in CONFIG["inhibit_rules"]
 
 
-def test_inhibitions_name_existing_alerts() -> None:
-    alerts = {rule["alert"] for _, rule in alert_rules()}
+def test_inhibitions_name_existing_alerts_and_labels() -> None:
+    rules = list(alert_rules())
+    alerts = {rule["alert"] for _, rule in rules}
+    labels_by_alert: dict[str, set[tuple[str, str]]] = {}
+    for _, rule in rules:
+        labels_by_alert.setdefault(rule["alert"], set()).update(
+            (k, str(v)) for k, v in (rule.get("labels") or {}).items()
+        )
     for rule in CONFIG["inhibit_rules"]:
-        for matcher in rule["source_matchers"] + rule["target_matchers"]:
-            name = matcher.removeprefix('alertname="').removesuffix('"')
-            assert name in alerts, matcher
+        for side in ("source_matchers", "target_matchers"):
+            matchers = dict(m.split("=", 1) for m in rule[side])
+            name = matchers.pop("alertname").strip('"')
+            assert name in alerts, rule[side]
+            # Any other matcher names a static label that rule really sets.
+            for label, value in matchers.items():
+                assert (label, value.strip('"')) in labels_by_alert[name], rule[side]
