@@ -53,3 +53,15 @@ def metric_points(reader: InMemoryMetricReader, name: str) -> Iterator[tuple[dic
                 if metric.name == name:
                     for point in metric.data.data_points:
                         yield dict(point.attributes or {}), point
+
+
+def metric_unit(reader: InMemoryMetricReader, name: str) -> str | None:
+    """The unit metric `name` was recorded with (None when it was never recorded)."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == name:
+                    return str(metric.unit)
+    return None

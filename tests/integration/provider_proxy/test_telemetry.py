@@ -6,7 +6,6 @@ import json
 
 import httpx
 import pytest
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -21,7 +20,7 @@ from tests.integration.provider_proxy.conftest import (
     running_stack,
 )
 from tests.support.sse import sse_payloads
-from tests.support.telemetry import CapturedTelemetry, metric_points
+from tests.support.telemetry import CapturedTelemetry, metric_points, metric_unit
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +38,6 @@ KIMI_TURBO = {"input": 1.15, "cached_input": 0.15, "output": 8.00}
 def parent_of(span: ReadableSpan, spans: list[ReadableSpan]) -> ReadableSpan:
     assert span.parent is not None, f"{span.name} has no parent"
     return next(s for s in spans if s.context.span_id == span.parent.span_id)
-
-
-def metric_unit(reader: InMemoryMetricReader, name: str) -> str | None:
-    data = reader.get_metrics_data()
-    assert data is not None
-    for resource_metrics in data.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == name:
-                    return metric.unit
-    return None
 
 
 async def test_span_tree_of_a_retried_call(stack: Stack) -> None:

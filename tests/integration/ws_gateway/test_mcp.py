@@ -11,13 +11,12 @@ import pytest
 from mcp import ClientSession
 from mcp.client.websocket import websocket_client
 from mcp.types import TextContent
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.trace import SpanKind, StatusCode
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.integration.ws_gateway.stack import TOKEN, Stack, eventually, native
-from tests.support.telemetry import metric_points
+from tests.support.telemetry import metric_points, metric_unit
 from ws_gateway.server import Gateway
 
 pytestmark = [
@@ -268,17 +267,6 @@ async def test_a_cancelled_notification_in_the_same_write_as_its_call_ends_it(
 
 MCP_OPERATION = "mcp.server.operation.duration"
 MCP_SESSION = "mcp.server.session.duration"
-
-
-def metric_unit(reader: InMemoryMetricReader, name: str) -> str | None:
-    data = reader.get_metrics_data()
-    assert data is not None
-    for resource_metrics in data.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == name:
-                    return str(metric.unit)
-    return None
 
 
 async def test_official_client_calls_follow_the_mcp_semantic_conventions(stack: Stack) -> None:
