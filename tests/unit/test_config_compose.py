@@ -44,6 +44,7 @@ DESIGN_PORTS = {
     "alertmanager": 9093,
     "tempo": 3200,
     "grafana": 3000,
+    "loki": 3100,
 }
 OUR_SERVICES = {
     "ws-gateway": ("ws_gateway", "EXAI_WS_PORT"),
@@ -64,6 +65,7 @@ EXPECTED_SERVICES = {
     "alertmanager",
     "alert-webhook",
     "tempo",
+    "loki",
     "grafana",
 }
 REQUIRED_SECRETS = {"EXAI_WS_TOKEN", "POSTGRES_PASSWORD", "GF_SECURITY_ADMIN_PASSWORD"}
@@ -353,12 +355,15 @@ def test_build_contexts_and_dockerfiles_exist() -> None:
 
 
 def test_named_volumes_hold_the_state() -> None:
-    assert {"postgres-data", "prometheus-data", "tempo-data", "grafana-data"} <= set(RAW["volumes"])
+    assert {"postgres-data", "prometheus-data", "tempo-data", "grafana-data", "loki-data"} <= set(
+        RAW["volumes"]
+    )
     mounts = {name: " ".join(s.get("volumes", [])) for name, s in SERVICES.items()}
     assert "postgres-data:/var/lib/postgresql/data" in mounts["postgres"]
     assert "prometheus-data:/prometheus" in mounts["prometheus"]
     assert "tempo-data:/var/tempo" in mounts["tempo"]
     assert "grafana-data:/var/lib/grafana" in mounts["grafana"]
+    assert "loki-data:/loki" in mounts["loki"]
 
 
 # ------------------------------------------------------------------ ports
@@ -386,8 +391,10 @@ def test_service_ports_match_design() -> None:
     checks = " ".join(
         " ".join(s["healthcheck"]["test"]) for s in SERVICES.values() if "healthcheck" in s
     )
-    for name in ("prometheus", "alertmanager", "grafana"):
+    for name in ("prometheus", "alertmanager", "grafana", "loki"):
         assert f"localhost:{DESIGN_PORTS[name]}/" in checks, name
+    # Grafana starts once the log store it reads is ready.
+    assert SERVICES["grafana"]["depends_on"]["loki"] == {"condition": "service_healthy"}
 
 
 def test_readme_ports_table_lists_the_same_ports() -> None:

@@ -7,8 +7,10 @@ datasources, and query only metric names Prometheus really stores.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
+import re
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -53,7 +55,12 @@ def datasource(uid: str) -> dict[str, Any]:
 def test_datasources_have_fixed_uids_and_types() -> None:
     assert DATASOURCES["apiVersion"] == 1
     types = {ds["uid"]: ds["type"] for ds in DATASOURCES["datasources"]}
-    assert types == {"prometheus": "prometheus", "tempo": "tempo", "alertmanager": "alertmanager"}
+    assert types == {
+        "prometheus": "prometheus",
+        "tempo": "tempo",
+        "loki": "loki",
+        "alertmanager": "alertmanager",
+    }
     assert datasource("prometheus")["isDefault"] is True
 
 
@@ -62,6 +69,7 @@ def test_datasource_urls_are_compose_services_on_their_ports() -> None:
     assert urls == {
         "prometheus": "http://prometheus:9090",
         "tempo": "http://tempo:3200",
+        "loki": "http://loki:3100",
         "alertmanager": "http://alertmanager:9093",
     }
     for uid in urls:
@@ -71,6 +79,11 @@ def test_datasource_urls_are_compose_services_on_their_ports() -> None:
 def test_prometheus_exemplars_link_to_tempo() -> None:
     destinations = datasource("prometheus")["jsonData"]["exemplarTraceIdDestinations"]
     assert {"name": "trace_id", "datasourceUid": "tempo"}.items() <= destinations[0].items()
+
+
+def _unescaped(text: str) -> str:
+    """What Grafana sees once it has expanded the provisioning file ($$ -> $)."""
+    return text.replace("$$", "$")
 
 
 def test_tempo_links_to_metrics_service_map_node_graph_and_search() -> None:
@@ -84,7 +97,30 @@ def test_tempo_links_to_metrics_service_map_node_graph_and_search() -> None:
     for query in traces_to_metrics["queries"]:
         # Grafana expands $VAR in provisioning files: the macro must be escaped.
         assert "$$__tags" in query["query"] and "$__tags" not in query["query"].replace("$$", "")
-        assert metric_names_in(query["query"].replace("$$__tags", "")) <= KNOWN_METRICS
+        names = metric_names_in(query["query"].replace("$$__tags", ""))
+        assert names and names <= KNOWN_METRICS, names
+        assert names <= {"traces_spanmetrics_calls_total", "traces_spanmetrics_latency_bucket"}
+    error_rate = next(q for q in traces_to_metrics["queries"] if q["name"] == "Error rate")
+    assert " or " in error_rate["query"], "an error rate must be 0, not No data, when healthy"
+
+
+def test_tempo_links_to_the_spans_log_lines_in_loki() -> None:
+    links = datasource("tempo")["jsonData"]["tracesToLogsV2"]
+    assert links["datasourceUid"] == "loki"
+    assert {"key": "service.name", "value": "service_name"} in links["tags"]
+    assert links["filterByTraceID"] is True
+    # OTLP log records keep trace_id as structured metadata, not in the line: the
+    # custom query filters on it rather than grepping the text.
+    assert links["customQuery"] is True
+    assert _unescaped(links["query"]) == '{${__tags}} | trace_id="${__trace.traceId}"'
+
+
+def test_loki_log_lines_link_to_their_trace() -> None:
+    (field,) = datasource("loki")["jsonData"]["derivedFields"]
+    assert field["name"] == "trace_id"
+    assert field["matcherType"] == "label" and field["matcherRegex"] == "trace_id"
+    assert field["datasourceUid"] == "tempo"
+    assert _unescaped(field["url"]) == "${__value.raw}"
 
 
 def test_alertmanager_datasource_is_prometheus_flavoured() -> None:
@@ -105,18 +141,41 @@ def test_dashboard_provider_reads_the_folder_compose_mounts() -> None:
 # ------------------------------------------------------------------ dashboards
 
 
+EXPECTED_DASHBOARDS = {
+    "exai-overview.json": "exai-overview",
+    "exai-service.json": "exai-service",
+    "exai-llm.json": "exai-llm",
+    "exai-pipeline.json": "exai-pipeline",
+    "exai-slo.json": "exai-slo",
+}
+
+
 def test_committed_dashboards_equal_the_generator_output() -> None:
     rendered = generator().rendered()
     committed = {p.name: p.read_text(encoding="utf-8") for p in DASHBOARDS_DIR.glob("*.json")}
+    assert set(rendered) == set(EXPECTED_DASHBOARDS)
     assert set(committed) == set(rendered), "run: python grafana/generate_dashboards.py"
     for name, content in rendered.items():
         assert committed[name] == content, (
             f"{name} is stale: run python grafana/generate_dashboards.py"
         )
+        assert json.loads(content)["uid"] == EXPECTED_DASHBOARDS[name]
 
 
 def test_generator_check_mode_agrees(capsys: pytest.CaptureFixture[str]) -> None:
     assert generator().main(["--check"]) == 0
+
+
+def test_sdk_is_the_grafana_12_line_and_compose_runs_grafana_12() -> None:
+    # The epoch-numbered builds (N!10.1.0 … N!11.6.0) are the frozen 10.x/11.x lines and
+    # sort above every "next" build: only an exact pin of a plain build number gets the
+    # line generated for Grafana 12.
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (pin,) = re.findall(r'"grafana-foundation-sdk==([^"]+)"', pyproject)
+    assert re.fullmatch(r"\d{10}", pin), pin
+    assert importlib.metadata.version("grafana-foundation-sdk") == pin
+    image = COMPOSE["services"]["grafana"]["image"]
+    assert re.fullmatch(r"grafana/grafana:12\.\d+\.\d+", image), image
 
 
 def _dashboards() -> list[dict[str, Any]]:
@@ -125,10 +184,26 @@ def _dashboards() -> list[dict[str, Any]]:
     ]
 
 
+def _board(uid: str) -> dict[str, Any]:
+    return next(b for b in _dashboards() if b["uid"] == uid)
+
+
 def _panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for panel in board["panels"]:
         yield panel
         yield from panel.get("panels", [])
+
+
+def _exprs(board: dict[str, Any]) -> str:
+    return "\n".join(
+        target.get("expr", "") + target.get("query", "")
+        for panel in _panels(board)
+        for target in panel.get("targets", [])
+    )
+
+
+def _titles(board: dict[str, Any]) -> set[str]:
+    return {panel["title"] for panel in _panels(board)}
 
 
 def test_panels_have_unique_ids_and_use_provisioned_datasources() -> None:
@@ -137,6 +212,8 @@ def test_panels_have_unique_ids_and_use_provisioned_datasources() -> None:
         ids = [panel["id"] for panel in _panels(board)]
         assert len(ids) == len(set(ids)), board["uid"]
         for panel in _panels(board):
+            if "datasource" in panel:
+                assert panel["datasource"]["uid"] in uids, panel["title"]
             for target in panel.get("targets", []):
                 assert target["datasource"]["uid"] in uids, panel["title"]
 
@@ -146,31 +223,161 @@ def test_dashboard_queries_use_only_metrics_prometheus_stores() -> None:
     for board in _dashboards():
         for panel in _panels(board):
             for target in panel.get("targets", []):
-                if "expr" in target:
+                if target["datasource"]["type"] == "prometheus":
                     unknown = metric_names_in(target["expr"]) - known
                     assert not unknown, (panel["title"], unknown)
 
 
-def test_overview_covers_what_the_issue_asks_for() -> None:
-    board = next(b for b in _dashboards() if b["uid"] == "exai-overview")
-    exprs = "\n".join(
-        target.get("expr", "") + target.get("query", "")
+# Counters whose series do not exist until the first event: a panel built on one alone
+# says "No data" exactly when all is well.
+MAY_NEVER_HAPPEN = re.compile(
+    r'STATUS_CODE_ERROR|exai_outcome=~?"error|_refused_|_send_failed_|_retries_total'
+    r'|queue_full|ALERTS\{|exai_cache_result="hit"|decision="sampled"'
+    r'|exai_token_type="cached"'
+)
+
+
+def test_no_panel_goes_blank_while_nothing_fails() -> None:
+    for board in _dashboards():
+        for panel in _panels(board):
+            for target in panel.get("targets", []):
+                expr = target.get("expr", "")
+                if target["datasource"]["type"] != "prometheus" or not MAY_NEVER_HAPPEN.search(
+                    expr
+                ):
+                    continue
+                if panel["title"] == "Alerts over time":
+                    continue  # a timeline of firing alerts is empty when none fires
+                assert re.search(r"\bor\b", expr), (board["uid"], panel["title"], expr)
+
+
+def test_error_ratio_by_service_is_zero_not_no_data_when_healthy() -> None:
+    (panel,) = [
+        p for p in _panels(_board("exai-overview")) if p["title"] == "Error ratio by service"
+    ]
+    expr = panel["targets"][0]["expr"]
+    numerator, denominator = expr.split("\n/\n")
+    assert "STATUS_CODE_ERROR" in numerator and " or" in numerator and "* 0" in numerator
+    assert "STATUS_CODE_ERROR" not in denominator
+
+
+def test_latency_panels_plot_all_spans_and_take_exemplars_from_kept_ones() -> None:
+    latency_panels = [
+        panel
+        for board in _dashboards()
         for panel in _panels(board)
-        for target in panel.get("targets", [])
-    )
+        if any(
+            "traces_spanmetrics_latency_bucket" in t.get("expr", "")
+            for t in panel.get("targets", [])
+        )
+        and panel["type"] == "timeseries"
+    ]
+    assert len(latency_panels) == 4
+    for panel in latency_panels:
+        plotted, kept = panel["targets"]
+        assert "traces_spanmetrics_latency_bucket" in plotted["expr"]
+        assert not plotted.get("exemplar")
+        assert "traces_spanmetrics_kept_latency_bucket" in kept["expr"] and kept["exemplar"]
+        assert plotted["expr"].replace("_latency_bucket", "_kept_latency_bucket") == kept["expr"]
+        (override,) = panel["fieldConfig"]["overrides"]
+        assert override["matcher"] == {"id": "byFrameRefID", "options": kept["refId"]}
+        assert override["properties"][0]["value"]["viz"] is True
+    for board in _dashboards():
+        for panel in _panels(board):
+            for target in panel.get("targets", []):
+                if target.get("exemplar"):
+                    assert "_kept_" in target["expr"], panel["title"]
+
+
+def test_overview_covers_what_the_issue_asks_for() -> None:
+    board = _board("exai-overview")
+    exprs = _exprs(board)
     for needle in (
-        "traces_span_metrics_calls_total",  # RED per service
-        "traces_span_metrics_duration_seconds_bucket",
-        "exai_provider_tokens_total",
-        "exai_provider_cost_USD_total",
+        "traces_spanmetrics_calls_total",  # RED per service
+        "traces_spanmetrics_latency_bucket",
+        "exai_provider_cost_total",
         "exai_gateway_connections",
         "exai_gateway_calls_total",
-        "exai_provider_circuit_state",
         "exai_storage_cache_lookups_total",
         '{ span.exai.correlation_id = "$correlation_id" }',
     ):
         assert needle in exprs, needle
     texts = [p["options"]["content"] for p in _panels(board) if p["type"] == "text"]
     assert any('{ span.exai.correlation_id = "<id>" }' in text for text in texts)
-    latency = [p for p in _panels(board) if p["title"] == "p95 latency by service"]
-    assert latency and latency[0]["targets"][0]["exemplar"] is True
+    # The old monitoring page: a card per component with events, errors, time, bytes.
+    titles = _titles(board)
+    for component in ("WebSocket", "Redis", "Supabase (durable store)", "Kimi", "GLM"):
+        cards = [t for t in titles if t.startswith(f"{component}: ")]
+        assert len(cards) == 4, (component, cards)
+        for kind in ("events/s", "errors/s", "average response time"):
+            assert f"{component}: {kind}" in titles
+    # …and its live event log: Loki in compose, a Prometheus table where there is none.
+    kinds = {p["title"]: p["type"] for p in _panels(board)}
+    assert kinds["Live event log"] == "logs"
+    assert kinds["Recent events (5 min)"] == "table"
+
+
+def test_service_drill_down_has_service_and_env_variables() -> None:
+    board = _board("exai-service")
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert set(variables) == {"service", "env"}
+    assert variables["service"]["query"]["query"] == (
+        "label_values(traces_spanmetrics_calls_total, service_name)"
+    )
+    assert variables["env"]["query"]["query"] == (
+        'label_values(traces_spanmetrics_calls_total{service_name=~"$service"},'
+        " deployment_environment_name)"
+    )
+    for panel in _panels(board):
+        for target in panel.get("targets", []):
+            assert '$service"' in target["expr"] and '$env"' in target["expr"], panel["title"]
+    kinds = {p["title"]: p["type"] for p in _panels(board)}
+    assert kinds["Server latency heatmap"] == "heatmap"
+    assert {
+        "DB and Redis commands per second",
+        "Requests per second by HTTP route and status",
+    } <= set(kinds)
+    exprs = _exprs(board)
+    assert 'span_kind="SPAN_KIND_CLIENT"' in exprs and "EVALSHA" in exprs and "SELECT" in exprs
+
+
+def test_llm_dashboard_covers_usage_cost_streaming_and_resilience() -> None:
+    exprs = _exprs(_board("exai-llm"))
+    for needle in (
+        "exai_provider_tokens_total",
+        "exai_provider_cost_total",
+        "gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
+        "gen_ai_client_operation_time_per_output_chunk_seconds_bucket",
+        "exai_provider_retries_total",
+        "exai_provider_circuit_state",
+        'gen_ai_operation_name="chat"',  # fallbacks
+    ):
+        assert needle in exprs, needle
+
+
+def test_pipeline_dashboard_covers_collector_sampling_and_sdk() -> None:
+    exprs = _exprs(_board("exai-pipeline"))
+    for needle in (
+        "otelcol_receiver_accepted_spans_total",
+        "otelcol_receiver_accepted_metric_points_total",
+        "otelcol_receiver_accepted_log_records_total",
+        "otelcol_receiver_refused_spans_total",
+        "otelcol_exporter_send_failed_spans_total",
+        "otelcol_exporter_queue_size",
+        "otelcol_exporter_queue_capacity",
+        "otelcol_processor_tail_sampling_global_count_traces_sampled_total",
+        "otelcol_processor_tail_sampling_count_traces_sampled_total",
+        'otel_sdk_processor_span_processed_total{error_type="queue_full"}',
+    ):
+        assert needle in exprs, needle
+
+
+def test_slo_dashboard_shows_burn_rates_and_alerts() -> None:
+    board = _board("exai-slo")
+    exprs = _exprs(board)
+    for window in ("5m", "30m", "1h", "6h", "3d"):
+        assert f"exai:gateway_call_errors:ratio_rate{window}" in exprs
+        assert f"exai:gateway_call_slow:ratio_rate{window}" in exprs
+    assert 'ALERTS{alertstate="firing"}' in exprs
+    (alert_list,) = [p for p in _panels(board) if p["type"] == "alertlist"]
+    assert alert_list["options"]["stateFilter"]["firing"] is True
