@@ -94,6 +94,32 @@ def llm_dashboard() -> Dashboard:
             unit="currencyUSD",
         ),
         timeseries_panel(
+            "Tokens per second by tool and model",
+            "Which gateway tool spends the tokens: the gateway passes its tool in baggage"
+            " (exai.tool); `direct` is a client calling provider-proxy itself.",
+            [
+                prom(
+                    rate_sum(
+                        "exai_provider_tokens_total",
+                        'exai_token_type=~"input|output"',
+                        labels=["exai_tool", "gen_ai_request_model"],
+                    ),
+                    "{{exai_tool}} {{gen_ai_request_model}}",
+                )
+            ],
+        ),
+        timeseries_panel(
+            "Spend rate by tool and model (USD/hour)",
+            "exai.provider.cost per hour by the gateway tool that caused it.",
+            [
+                prom(
+                    f"{rate_sum('exai_provider_cost_total', labels=['exai_tool', *MODEL])} * 3600",
+                    "{{exai_tool}} {{gen_ai_provider_name}} {{gen_ai_request_model}}",
+                )
+            ],
+            unit="currencyUSD",
+        ),
+        timeseries_panel(
             "Tool calls per second",
             "What drives the tokens: gateway tool calls by tool (chat, consensus asks"
             " several models per call).",

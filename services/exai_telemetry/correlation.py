@@ -45,6 +45,28 @@ def with_correlation_id(correlation_id: str, ctx: Context | None = None) -> Cont
     return baggage.set_baggage(CORRELATION_BAGGAGE_KEY, correlation_id, ctx)
 
 
+# The gateway tool a call came from, in baggage too, so provider-proxy can attribute
+# tokens and cost to it. Metric labels must stay bounded: only the gateway's own tool
+# names pass; a call without it (a direct OpenAI-SDK client) is `direct`.
+TOOL_BAGGAGE_KEY = "exai.tool"
+GATEWAY_TOOLS = frozenset({"chat", "consensus", "listmodels", "status"})
+DIRECT_CALL = "direct"
+OTHER_TOOL = "other"
+
+
+def with_tool(tool: str, ctx: Context | None = None) -> Context:
+    """A context carrying the calling tool's name in baggage."""
+    return baggage.set_baggage(TOOL_BAGGAGE_KEY, tool, ctx)
+
+
+def current_tool_label(ctx: Context | None = None) -> str:
+    """The calling tool for metric labels: a gateway tool name, `direct` or `other`."""
+    value = baggage.get_baggage(TOOL_BAGGAGE_KEY, ctx)
+    if value is None:
+        return DIRECT_CALL
+    return value if value in GATEWAY_TOOLS else OTHER_TOOL
+
+
 def correlation_headers(ctx: Context | None = None) -> dict[str, str]:
     correlation_id = current_correlation_id(ctx)
     return {CORRELATION_HEADER: correlation_id} if correlation_id else {}

@@ -53,6 +53,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from exai_telemetry import names
+from exai_telemetry.correlation import current_tool_label
 from provider_proxy.adapters import ProviderAdapter
 from provider_proxy.completions import ResponseMeta
 from provider_proxy.content import StreamOutput, completion_output, input_messages
@@ -192,6 +193,9 @@ class ChatCall:
             gen_ai.GEN_AI_PROVIDER_NAME: adapter.name,
             gen_ai.GEN_AI_REQUEST_MODEL: model_label,
         }
+        # Read now, in the request's context (a streamed call finishes later): which
+        # gateway tool spent these tokens, for tokens and cost by tool.
+        self._tool_label = current_tool_label()
         attributes: dict[str, AttributeValue] = {
             gen_ai.GEN_AI_OPERATION_NAME: CHAT,
             gen_ai.GEN_AI_PROVIDER_NAME: adapter.name,
@@ -303,9 +307,11 @@ class ChatCall:
                 ("output", usage.output_tokens),
                 ("cached", usage.cached_tokens),
             ):
-                self._metrics.tokens.add(count, {**labels, names.TOKEN_TYPE: token_type})
+                self._metrics.tokens.add(
+                    count, {**labels, names.TOOL: self._tool_label, names.TOKEN_TYPE: token_type}
+                )
         if cost_usd is not None:
-            self._metrics.cost.add(cost_usd, labels)
+            self._metrics.cost.add(cost_usd, {**labels, names.TOOL: self._tool_label})
 
     def fail(self, exc: ProxyError) -> None:
         self._fail(exc.error_type, str(exc), "error")

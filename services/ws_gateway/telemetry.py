@@ -62,7 +62,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from exai_telemetry import names
-from exai_telemetry.correlation import with_correlation_id
+from exai_telemetry.correlation import with_correlation_id, with_tool
 from exai_telemetry.setup import Telemetry
 from ws_gateway.errors import ErrorCode
 from ws_gateway.types import Outcome, ProtocolName, RequestId
@@ -211,7 +211,7 @@ class GatewayTelemetry:
         counts as ``cancelled`` (CancelledError) or ``error``.
         """
         # A fresh context: a call never inherits the connection's or another call's trace.
-        token = context.attach(with_correlation_id(correlation_id, Context()))
+        token = context.attach(with_tool(tool, with_correlation_id(correlation_id, Context())))
         started = time.perf_counter()
         scope: CallScope | None = None
         attributes: dict[str, AttributeValue] = {

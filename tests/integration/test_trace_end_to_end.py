@@ -23,7 +23,7 @@ from tests.integration.ws_gateway.stack import (
     native,
     running_stack,
 )
-from tests.support.telemetry import CapturedTelemetry
+from tests.support.telemetry import CapturedTelemetry, metric_points
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,13 @@ async def test_one_chat_call_is_one_trace_across_all_four_services(
             return len(servers_of(captured.spans(), "storage-adapter")) == 4
 
         await eventually(all_server_spans_ended)
+        # The proxy attributes tokens and cost to the gateway tool (baggage `exai.tool`).
+        tools = {
+            attrs.get("exai.tool")
+            for name in ("exai.provider.tokens", "exai.provider.cost")
+            for attrs, _ in metric_points(stack.proxy_reader, name)
+        }
+        assert tools == {"chat"}
 
     spans = captured.spans()
     # One trace, and it is the one the client was told about.

@@ -177,7 +177,9 @@ async def test_metrics_for_tokens_cost_retries_outcomes_and_circuits(
             "output": usage["completion_tokens"],
             "cached": usage["prompt_tokens_details"]["cached_tokens"],
         }
-        (cost,) = [p.value for a, p in metric_points(reader, names.M_PROVIDER_COST) if a == kimi]
+        # A direct caller (no gateway tool in baggage) is attributed as `direct`.
+        direct = {**kimi, names.TOOL: "direct"}
+        (cost,) = [p.value for a, p in metric_points(reader, names.M_PROVIDER_COST) if a == direct]
         assert cost > 0
         # An annotation unit: Prometheus names the counter exai_provider_cost_total.
         assert metric_unit(reader, names.M_PROVIDER_COST) == "{USD}"

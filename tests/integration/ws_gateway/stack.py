@@ -48,6 +48,7 @@ class Stack:
     # The default gateway, started with the stack.
     gateway: Gateway = field(init=False)
     reader: InMemoryMetricReader = field(init=False)
+    proxy_reader: InMemoryMetricReader = field(init=False)
 
     async def start_gateway(self, **env: Any) -> tuple[Gateway, InMemoryMetricReader]:
         """Another gateway on the same dependencies, with settings overridden by env name."""
@@ -103,7 +104,7 @@ async def running_stack(
                 "EXAI_RETRY_MAX_DELAY_S": 0.05,
             }
         )
-        proxy_telemetry, _ = captured.build("provider-proxy", proxy_settings)
+        proxy_telemetry, proxy_reader = captured.build("provider-proxy", proxy_settings)
         proxy_url = await exit_stack.enter_async_context(
             serve_app(create_proxy(proxy_settings, proxy_telemetry))
         )
@@ -116,6 +117,7 @@ async def running_stack(
         )
         stack = Stack(captured, simulator_url, proxy_url, storage_url, exit_stack)
         stack.gateway, stack.reader = await stack.start_gateway(**gateway_env)
+        stack.proxy_reader = proxy_reader
         yield stack
 
 

@@ -8,8 +8,10 @@ from exai_telemetry.correlation import (
     CORRELATION_HEADER,
     correlation_headers,
     current_correlation_id,
+    current_tool_label,
     normalize_correlation_id,
     with_correlation_id,
+    with_tool,
 )
 from exai_telemetry.http_service import add_health_routes, instrument_app
 from tests.support.telemetry import CapturedTelemetry
@@ -79,3 +81,11 @@ async def test_health_probes_are_not_traced_but_lookalike_paths_are(
             assert (await client.get(path)).status_code == 200
     names = [s.name for s in captured.spans()]
     assert names == ["GET /v1/conversations/{cid}"]
+
+
+def test_tool_label_for_metrics_is_bounded() -> None:
+    assert current_tool_label(with_tool("consensus")) == "consensus"
+    # No baggage: a client that called the proxy directly.
+    assert current_tool_label() == "direct"
+    # Baggage is client-controlled on the proxy's port: anything else is one value.
+    assert current_tool_label(with_tool("drop table; " + "x" * 500)) == "other"
