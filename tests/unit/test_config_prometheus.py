@@ -51,7 +51,11 @@ SEVERITIES = {"page", "ticket", "info"}
 ALERTS = sorted({rule["alert"] for _, rule in alert_rules()})
 STACK = load_stack_module()  # deploy/local-stack/stack.py
 # Dashboard uids (grafana/dashboards/); a link may pick the service dashboard's $service.
-DASHBOARD_UIDS = {"exai-overview", "exai-service", "exai-llm", "exai-pipeline", "exai-slo"}
+# Every dashboard_url must open a dashboard that is provisioned (the committed JSON).
+DASHBOARD_UIDS = {
+    json.loads(path.read_text(encoding="utf-8"))["uid"]
+    for path in (REPO_ROOT / "grafana" / "dashboards").glob("*.json")
+}
 RUNBOOK_BASE = "{{ $externalLabels.exai_runbook_base_url }}"
 GRAFANA_BASE = "{{ $externalLabels.exai_grafana_url }}"
 LINK_LABELS = {
