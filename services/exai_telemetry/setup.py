@@ -29,7 +29,7 @@ from opentelemetry.sdk._logs.export import (
     LogRecordExporter,
     SimpleLogRecordProcessor,
 )
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
@@ -170,7 +170,6 @@ def setup_telemetry(
     # the instrumentations read this when they instrument, i.e. after this call.
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
     os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
-    os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
     resource = build_resource(name, version, settings.environment)
 
     readers: list[MetricReader] = []
@@ -185,7 +184,17 @@ def setup_telemetry(
         if settings.otlp_logs:
             logs_exporter = otlp.logs
 
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
+    # No exemplars from the SDK unless OTEL_METRICS_EXEMPLAR_FILTER asks for them: they
+    # would point at traces tail sampling drops (the collector adds them after sampling).
+    exemplar_filter = (
+        None if "OTEL_METRICS_EXEMPLAR_FILTER" in os.environ else AlwaysOffExemplarFilter()
+    )
+    meter_provider = MeterProvider(
+        resource=resource,
+        metric_readers=readers,
+        views=_views(),
+        exemplar_filter=exemplar_filter,
+    )
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(CorrelationIdSpanProcessor())
     if exporter is not None:

@@ -38,6 +38,23 @@ def eventually(probe: Callable[[], T | None], timeout_s: float, every_s: float =
     raise AssertionError(f"condition not met within {timeout_s}s (last: {last!r})")
 
 
+def settled(read: Callable[[], T], *, quiet_s: float, timeout_s: float) -> T:
+    """`read()` once its value has not changed for `quiet_s`: the e2e modules share one
+    stack, and earlier calls may still be on their way through the collector (span-metric
+    flush, metric export, batching)."""
+    deadline = time.monotonic() + timeout_s
+    last = read()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise AssertionError(f"still changing after {timeout_s}s: {last!r}")
+
+
 @dataclass
 class CallResult:
     correlation_id: str

@@ -16,7 +16,6 @@ kept and the expected edges can be read off its spans in Jaeger.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.e2e.helpers import (
     Simulator,
     eventually,
     parent_of,
+    settled,
     span_services,
     span_tags,
 )
@@ -86,17 +86,7 @@ def _snapshot(prometheus: Prometheus) -> dict[str, Any]:
 
 def _settled(prometheus: Prometheus, timeout_s: float = 120.0) -> dict[str, Any]:
     """The snapshot once it has not changed for QUIET_S."""
-    deadline = time.monotonic() + timeout_s
-    last = _snapshot(prometheus)
-    since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        now = _snapshot(prometheus)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= QUIET_S:
-            return now
-    raise AssertionError(f"service graph metrics still changing after {timeout_s}s: {last}")
+    return settled(lambda: _snapshot(prometheus), quiet_s=QUIET_S, timeout_s=timeout_s)
 
 
 def _delta(after: dict[Edge, float], before: dict[Edge, float]) -> dict[Edge, float]:

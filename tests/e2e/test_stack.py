@@ -26,6 +26,7 @@ from tests.e2e.helpers import (
     Simulator,
     eventually,
     parent_of,
+    settled,
     span_services,
     span_tags,
 )
@@ -64,30 +65,13 @@ CHAT_ERRORS = (
 GATEWAY_CHAT_CALLS = 'sum(exai_gateway_calls_total{exai_tool="chat"})'
 
 
-def settled(prometheus: Prometheus, queries: tuple[str, ...]) -> dict[str, float]:
-    """The values of `queries` once they stop moving: other test modules' calls may still
-    be on their way through the collector (span-metric flush, metric export, batching)."""
-
-    def read() -> dict[str, float]:
-        return {q: prometheus.scalar(q) or 0.0 for q in queries}
-
-    last = read()
-    stable_since = time.monotonic()
-    deadline = stable_since + 90
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        values = read()
-        if values != last:
-            last, stable_since = values, time.monotonic()
-        elif time.monotonic() - stable_since >= 12:
-            return last
-    raise AssertionError(f"{queries} kept changing for 90 s")
-
-
 @pytest.fixture(scope="module")
 def chat_baseline(stack: RunningStack, prometheus: Prometheus) -> dict[str, float]:
     """Chat calls counted before this module's own (the e2e modules share one stack)."""
-    return settled(prometheus, (CHAT_CALLS, CHAT_ERRORS, GATEWAY_CHAT_CALLS))
+    queries = (CHAT_CALLS, CHAT_ERRORS, GATEWAY_CHAT_CALLS)
+    return settled(
+        lambda: {q: prometheus.scalar(q) or 0.0 for q in queries}, quiet_s=12, timeout_s=90
+    )
 
 
 async def _chat(stack: RunningStack, n: int, model: str, **extra: object) -> list[CallResult]:

@@ -11,14 +11,13 @@ succeeds — fast enough (~1 s) that the latency policy cannot be what keeps it.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from exai_cli.logsource import parse_log_line
+from exai_cli.types import LogRecord
 from tests.e2e.helpers import (
     SIMULATOR,
     GatewaySession,
@@ -63,29 +62,6 @@ async def _call_retried_once(
     finally:
         (await admin.post("/admin/faults", json={"mode": "none"})).raise_for_status()
     return await call
-
-
-def otlp_log_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Log records from the collector's file exporter (OTLP-JSON, one request a line),
-    each with its attributes flattened and its service name."""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        for resource_logs in json.loads(line).get("resourceLogs", []):
-            resource = _attributes(resource_logs.get("resource", {}).get("attributes", []))
-            for scope_logs in resource_logs.get("scopeLogs", []):
-                for record in scope_logs.get("logRecords", []):
-                    yield {
-                        "service": resource.get("service.name"),
-                        "body": record.get("body", {}).get("stringValue", ""),
-                        "trace_id": record.get("traceId", ""),
-                        "span_id": record.get("spanId", ""),
-                        "attributes": _attributes(record.get("attributes", [])),
-                    }
-
-
-def _attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {item["key"]: next(iter(item.get("value", {}).values()), None) for item in items}
 
 
 async def test_retried_but_successful_calls_are_all_kept_at_10_percent_sampling(
@@ -142,19 +118,22 @@ async def test_logs_reach_the_file_with_trace_and_correlation_ids(
     assert result.ok, result.frame
     log_file = stack.var / "telemetry" / "logs.jsonl"
 
-    def retry_lines() -> list[dict[str, Any]] | None:
+    def retry_lines() -> list[LogRecord] | None:
         if not log_file.exists():
             return None
+        # Read with the parser `exai trace` uses on the same file.
         lines = [
-            r
-            for r in otlp_log_records(log_file)
-            if r["attributes"].get("exai.correlation_id") == correlation_id
+            record
+            for line in log_file.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+            for record in parse_log_line(line)
+            if record.correlation_id == correlation_id
         ]
-        return [r for r in lines if "retrying" in r["body"]] or None
+        return [r for r in lines if "retrying" in r.body] or None
 
     (line,) = eventually(retry_lines, timeout_s=30)
-    assert line["service"] == "provider-proxy"
-    assert line["trace_id"] == result.frame["trace_id"]
-    assert len(line["span_id"]) == 16
+    assert line.service == "provider-proxy"
+    assert line.trace_id == result.frame["trace_id"]
+    assert line.span_id is not None and len(line.span_id) == 16
     everything = log_file.read_text(encoding="utf-8")
     assert stack.ws_token not in everything

@@ -9,12 +9,14 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import context
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr, ValidationError
 
 from exai_telemetry.correlation import with_correlation_id
 from exai_telemetry.settings import ServiceSettings, describe_validation_error
 from exai_telemetry.setup import Telemetry, setup_telemetry
+from tests.support.telemetry import metric_points
 
 SECRET = "sk-unit-" + "x" * 24
 
@@ -104,3 +106,26 @@ def test_export_delay_outside_the_sampling_window_stops_start_up(
         ServiceSettings()
     message = describe_validation_error(ServiceSettings, caught.value)
     assert message.startswith("invalid setting OTEL_BSP_SCHEDULE_DELAY:")
+
+
+def test_sdk_histograms_carry_no_exemplars_that_could_point_at_dropped_traces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_METRICS_EXEMPLAR_FILTER", raising=False)
+    reader = InMemoryMetricReader()
+    telemetry = setup_telemetry(
+        "svc",
+        "t",
+        ServiceSettings(),
+        span_exporter=InMemorySpanExporter(),
+        metric_reader=reader,
+        install_global=False,
+        configure_logs=False,
+    )
+    histogram = telemetry.meter("t").create_histogram("exai.test.duration", unit="s")
+    with telemetry.tracer("t").start_as_current_span("sampled-in-the-sdk"):
+        histogram.record(0.2)
+    ((_, point),) = metric_points(reader, "exai.test.duration")
+    assert point.count == 1
+    assert list(point.exemplars) == []
+    telemetry.shutdown()
