@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, StrictStr
 
+from exai_contracts.ids import CONTINUATION_ID_PATTERN
 from storage_adapter.errors import LimitExceeded
 from storage_adapter.models import Conversation, JsonObject, Message, Role
 
-CONTINUATION_ID_PATTERN = r"^[A-Za-z0-9_-]{3,128}$"
 # Printable ASCII without spaces: safe in logs, URLs and unique indexes.
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 MAX_TITLE_CHARS = 512

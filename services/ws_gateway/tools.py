@@ -26,6 +26,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from exai_contracts.ids import CONTINUATION_ID_PATTERN
 from exai_telemetry import names
 from ws_gateway.clients import ChunkSink, Completion, ProviderClient, StorageClient
 from ws_gateway.errors import (
@@ -40,7 +41,6 @@ from ws_gateway.types import JSONObject, RequestId
 
 logger = logging.getLogger(__name__)
 
-CONTINUATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 MAX_CONSENSUS_MODELS = 8
 HISTORY_ROLES = frozenset({"user", "assistant", "system"})
 

@@ -1,0 +1,1 @@
+"""Contracts shared by more than one EXAI service (identifiers both sides validate)."""
