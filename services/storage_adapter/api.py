@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from exai_contracts.ids import CONTINUATION_ID_PATTERN
 from exai_telemetry import names
 from storage_adapter.errors import (
     ConversationNotFound,
@@ -37,7 +38,6 @@ from storage_adapter.errors import (
 )
 from storage_adapter.models import NewMessage
 from storage_adapter.schemas import (
-    CONTINUATION_ID_PATTERN,
     AppendMessageBody,
     CreateConversationBody,
     Limits,

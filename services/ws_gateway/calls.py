@@ -53,6 +53,7 @@ class CallRequest:
     stream: bool
     route: str
     mcp_protocol_version: str | None = None  # MCP calls: as negotiated by initialize
+    client_id: str = "default"  # from the client's token (see settings), never the token
 
 
 class CallSink(Protocol):
@@ -195,7 +196,13 @@ class CallRunner:
         async def chunk(text: str) -> None:
             await sink.chunk(call, text)
 
-        ctx = CallContext(call.session_id, call.request_id, progress, chunk if streaming else None)
+        ctx = CallContext(
+            call.session_id,
+            call.request_id,
+            progress,
+            chunk if streaming else None,
+            client_id=call.client_id,
+        )
         with (
             self._limiter.slot(call.session_id),
             self._telemetry.inflight(call.tool, call.protocol),

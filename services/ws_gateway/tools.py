@@ -132,6 +132,9 @@ class CallContext:
     # This call and no other. Neither session_id (the client's choice) nor request_id
     # (reusable once a call ended) tells two calls apart, so storage keys use this.
     call_id: str = field(default_factory=new_call_id)
+    # Who is calling (from the client's token, never the token itself). Storage keeps
+    # each conversation for the client that made it.
+    client_id: str = "default"
 
 
 @dataclass

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from exai_contracts.ids import CONTINUATION_ID_PATTERN
 from storage_adapter.errors import LimitExceeded
 from storage_adapter.schemas import (
-    CONTINUATION_ID_PATTERN,
     AppendMessageBody,
     CreateConversationBody,
     Limits,
