@@ -9,7 +9,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 TOOLS := deploy/local-stack/build-tools.sh
 
-.PHONY: help install tools run test test-unit test-integration test-e2e lint typecheck bench dashboards clean
+.PHONY: help install tools run test test-unit test-integration test-e2e fuzz lint typecheck bench dashboards clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ test-integration: install ## integration tests (real Redis and Postgres on loopb
 
 test-e2e: install tools ## end-to-end tests against the running no-Docker stack
 	@$(PY) -m pytest -q tests/e2e
+
+fuzz: install ## nightly-size fuzzing: 100,000 generated frames per WebSocket protocol, 20,000 requests per HTTP API (make test runs a tenth)
+	@EXAI_FUZZ_FRAMES=$${EXAI_FUZZ_FRAMES:-100000} $(PY) -m pytest -q tests/integration/fuzz
 
 lint: install ## ruff format check + ruff check
 	@$(VENV)/bin/ruff format --check services tests grafana deploy
