@@ -6,6 +6,11 @@ One definition of the processes serves two callers:
   `var/Procfile` and runs it under honcho, a real process supervisor (Ctrl-C stops all);
 - the end-to-end tests, which import :func:`processes` and start the same commands.
 
+Service-to-service tokens (EXAI_PROVIDER_TOKEN, EXAI_STORAGE_TOKEN,
+EXAI_SIMULATOR_ADMIN_TOKEN) are generated per run into var/internal-tokens/ and handed
+to each service as `<VARIABLE>_FILE`, unless set in the environment or .env, or
+EXAI_INTERNAL_AUTH=off.
+
 Tools (otelcol, prometheus, alertmanager, jaeger) come from
 `deploy/local-stack/build-tools.sh`, which builds them into ~/.cache/exai/tools once.
 """
@@ -131,6 +136,54 @@ def _setting(name: str, overrides: Mapping[str, str]) -> str:
             if sep and key.strip() == name and value.strip():
                 return value.strip().strip("'\"")
     return ""
+
+
+# Service-to-service tokens (exai_telemetry.internal_auth): variable → file under
+# var/internal-tokens/. Which services read each: the callee checks it, the gateway sends
+# the first two.
+INTERNAL_TOKENS = {
+    "EXAI_PROVIDER_TOKEN": "provider.token",
+    "EXAI_STORAGE_TOKEN": "storage.token",
+    "EXAI_SIMULATOR_ADMIN_TOKEN": "simulator-admin.token",
+}
+TOKEN_READERS = {
+    "llm-simulator": ("EXAI_SIMULATOR_ADMIN_TOKEN",),
+    "provider-proxy": ("EXAI_PROVIDER_TOKEN",),
+    "storage-adapter": ("EXAI_STORAGE_TOKEN",),
+    "ws-gateway": ("EXAI_PROVIDER_TOKEN", "EXAI_STORAGE_TOKEN"),
+}
+
+
+def internal_token_dir(var: Path) -> Path:
+    return var / "internal-tokens"
+
+
+def internal_tokens(var: Path, overrides: Mapping[str, str]) -> dict[str, str]:
+    """Per token variable, what the services get: nothing when the caller set the token
+    (overrides, environment, .env) or turned internal auth off (EXAI_INTERNAL_AUTH=off);
+    else `<VARIABLE>_FILE` naming a fresh random token written for this run (mode 0600,
+    never in the Procfile or on the console)."""
+    if _setting("EXAI_INTERNAL_AUTH", overrides).lower() in ("off", "false", "0", "no"):
+        return {}
+    directory = internal_token_dir(var)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env: dict[str, str] = {}
+    for variable, filename in INTERNAL_TOKENS.items():
+        if _setting(variable, overrides) or _setting(f"{variable}_FILE", overrides):
+            continue
+        path = directory / filename
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+        env[f"{variable}_FILE"] = str(path)
+    return env
+
+
+def _token_env(service: str, tokens: Mapping[str, str]) -> dict[str, str]:
+    """The `_FILE` variables of the tokens `service` reads (least privilege)."""
+    wanted = {f"{variable}_FILE" for variable in TOKEN_READERS[service]}
+    return {name: path for name, path in tokens.items() if name in wanted}
 
 
 def prometheus_env(overrides: Mapping[str, str]) -> dict[str, str]:
@@ -281,29 +334,30 @@ def processes(var: Path, overrides: Mapping[str, str] | None = None) -> list[Pro
         ),
     ]
     svc = service_env(overrides)
+    tokens = internal_tokens(var, overrides)
     procs += [
         Proc(
             "llm-simulator",
             [py, "-m", "llm_simulator"],
-            env=svc,
+            env={**svc, **_token_env("llm-simulator", tokens)},
             ready_url="http://127.0.0.1:8099/health/ready",
         ),
         Proc(
             "provider-proxy",
             [py, "-m", "provider_proxy"],
-            env=svc,
+            env={**svc, **_token_env("provider-proxy", tokens)},
             ready_url="http://127.0.0.1:8090/health/ready",
         ),
         Proc(
             "storage-adapter",
             [py, "-m", "storage_adapter"],
-            env={**svc, **storage_env},
+            env={**svc, **storage_env, **_token_env("storage-adapter", tokens)},
             ready_url="http://127.0.0.1:8091/health/ready",
         ),
         Proc(
             "ws-gateway",
             [py, "-m", "ws_gateway"],
-            env=svc,
+            env={**svc, **_token_env("ws-gateway", tokens)},
             ready_url="http://127.0.0.1:8079/health/ready",
         ),
     ]
@@ -352,6 +406,9 @@ EXAI local stack (no Docker) — Ctrl-C stops everything
   alerts          delivered to 127.0.0.1:9095/alerts and printed here (alert-webhook)
   collector       OTLP 127.0.0.1:4317 (gRPC) / 4318 (HTTP), health :13133
 {token_line}
+  internal tokens var/internal-tokens/*.token (new each run), e.g. the simulator's admin API:
+    curl -H "Authorization: Bearer $(cat var/internal-tokens/simulator-admin.token)" \\
+         http://127.0.0.1:8099/admin/faults
 First request:
   .venv/bin/python -m ws_gateway.cli --prompt "hello" --correlation-id my-first-call
 Follow it (every span and log line):

@@ -177,14 +177,17 @@ def llm_dashboard() -> Dashboard:
     reliability = [
         timeseries_panel(
             "Provider error ratio",
-            "Failed logical calls (after retries) per provider, cancelled calls excluded;"
-            " 0 when none fail. ProviderErrorRatioHigh fires above 10 %.",
+            "Failed logical calls (after retries) per provider, of those that failed or"
+            " succeeded: cancelled calls, requests the provider refused as sent"
+            " (client_error), our key (config_error), proxy bugs and a full pool"
+            " (proxy_error) and spent deadlines are excluded; 0 when none fail."
+            " ProviderErrorRatioHigh fires above 10 %.",
             [
                 prom(
                     ratio(
                         REQUESTS,
                         ['exai_outcome="error"'],
-                        ['exai_outcome!="cancelled"'],
+                        ['exai_outcome=~"ok|error"'],
                         labels=["gen_ai_provider_name"],
                     ),
                     "{{gen_ai_provider_name}}",

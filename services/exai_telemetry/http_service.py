@@ -30,7 +30,7 @@ from exai_telemetry.correlation import (
     normalize_correlation_id,
     with_correlation_id,
 )
-from exai_telemetry.health import Probe, evaluate
+from exai_telemetry.health import HealthCache, Probe
 from exai_telemetry.settings import ServiceSettings, load_settings
 from exai_telemetry.setup import Telemetry, setup_telemetry
 
@@ -46,8 +46,18 @@ _TRACE_CONTEXT = TraceContextTextMapPropagator()
 HEALTH_PATHS = r"^[a-z]+://[^/]+/health(/live|/ready)?/?$"
 
 
-def add_health_routes(app: FastAPI, probes: Callable[[], Sequence[Probe]], version: str) -> None:
-    """`probes` is called per request so that it sees clients built in the lifespan."""
+def add_health_routes(
+    app: FastAPI,
+    probes: Callable[[], Sequence[Probe]],
+    version: str,
+    *,
+    cache_ttl_s: float = 0.0,
+    details: bool = True,
+) -> None:
+    """`probes` is called per evaluation so that it sees clients built in the lifespan.
+    Concurrent requests share one evaluation (:class:`HealthCache`), reused for
+    `cache_ttl_s`; `details=False` renders statuses only (a public port)."""
+    cache = HealthCache(probes, version, cache_ttl_s)
 
     @app.get("/health/live", include_in_schema=False)
     async def live() -> dict[str, str]:
@@ -55,13 +65,13 @@ def add_health_routes(app: FastAPI, probes: Callable[[], Sequence[Probe]], versi
 
     @app.get("/health/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
-        report = await evaluate(probes(), version)
-        return JSONResponse(report.as_json(), status_code=200 if report.ready else 503)
+        report = await cache.report()
+        return JSONResponse(report.as_json(details), status_code=200 if report.ready else 503)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> JSONResponse:
-        report = await evaluate(probes(), version)
-        return JSONResponse(report.as_json())
+        report = await cache.report()
+        return JSONResponse(report.as_json(details))
 
 
 class CorrelationMiddleware:

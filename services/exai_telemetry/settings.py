@@ -85,6 +85,9 @@ class ServiceSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", validation_alias="EXAI_HOST")
     shutdown_grace_s: float = Field(default=10.0, gt=0, validation_alias="EXAI_SHUTDOWN_GRACE_S")
+    # Service-to-service tokens (exai_telemetry.internal_auth) are required unless this
+    # is off: a developer's explicit opt-out, never a default.
+    internal_auth: bool = Field(default=True, validation_alias="EXAI_INTERNAL_AUTH")
 
     @classmethod
     def settings_customise_sources(

@@ -1,5 +1,7 @@
-"""Operator endpoints: faults, latency, counters. Unauthenticated — the simulator is a
-test double that listens on loopback or a private network only.
+"""Operator endpoints: faults, latency, counters. Every `/admin/*` request needs
+`Authorization: Bearer <EXAI_SIMULATOR_ADMIN_TOKEN>` (checked by
+`exai_telemetry.internal_auth.InternalAuth`, installed by the app factory): whoever can
+reach the simulator could otherwise make every provider call fail or hang.
 
 - `GET/POST /admin/faults`  `{"mode", "rate"?, "provider"?, "retry_after_s"?}`;
                              `{"mode": "none"}` clears

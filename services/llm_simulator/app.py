@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 
 from exai_telemetry.health import ComponentHealth, Probe
 from exai_telemetry.http_service import add_health_routes, instrument_app
+from exai_telemetry.internal_auth import install_internal_auth, under
 from exai_telemetry.setup import Telemetry
 from llm_simulator import __version__
 from llm_simulator.admin import admin_router, validation_error_handler
@@ -55,4 +56,8 @@ def create_app(settings: SimulatorSettings, telemetry: Telemetry) -> FastAPI:
 
     add_health_routes(app, probes, __version__)
     instrument_app(app, telemetry)
+    # Only the operator API: the provider APIs take any key, like a test double should.
+    install_internal_auth(
+        app, settings.simulator_admin_token, "EXAI_SIMULATOR_ADMIN_TOKEN", protected=under("/admin")
+    )
     return app

@@ -147,6 +147,10 @@ def provider_router(
                     retry_after_s=retry_after,
                 ),
             )
+        if fault is FaultMode.UNAUTHORIZED:
+            return error_response(
+                provider, ApiError(ErrorKind.AUTH_INVALID, "invalid API key (simulated)")
+            )
         if fault is FaultMode.ERROR_500:
             return error_response(
                 provider, ApiError(ErrorKind.SERVER_ERROR, "internal server error (simulated)")
@@ -178,6 +182,8 @@ def provider_router(
                 tokens_per_s=tokens_per_s,
                 malformed=fault is FaultMode.MALFORMED,
                 stats=state.stats,
+                truncated=fault is FaultMode.TRUNCATED_STREAM,
+                long_line_bytes=settings.long_line_bytes if fault is FaultMode.LONG_LINE else 0,
             )
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -78,11 +78,16 @@ async def sse_stream(
     tokens_per_s: float,
     malformed: bool,
     stats: Stats,
+    truncated: bool = False,
+    long_line_bytes: int = 0,
 ) -> AsyncIterator[bytes]:
     """`data: {chunk}` events paced at `tokens_per_s`, then `data: [DONE]`.
 
     `malformed`: one good content chunk, then a truncated one, then the connection ends
-    without `[DONE]`.
+    without `[DONE]`. `truncated`: one good content chunk, then the response ends
+    cleanly — no closing chunk, no `[DONE]` (what a proxy sees when an upstream stops
+    mid-answer). `long_line_bytes`: the first content chunk's text is padded to that
+    many characters, so its event is one line at least that long.
     """
     stats.streaming += 1
     try:
@@ -93,6 +98,10 @@ async def sse_stream(
             if malformed and index == 1:
                 yield BROKEN_CHUNK
                 return
+            if truncated and index == 1:
+                return
+            if long_line_bytes and index == 0:
+                piece = piece.ljust(long_line_bytes, "x")
             yield sse_event(provider.content_chunk(meta, piece))
         for chunk in provider.closing_chunks(meta, usage, include_usage):
             yield sse_event(chunk)

@@ -20,3 +20,7 @@ class FaultMode(StrEnum):
     HANG = "hang"  # no answer until the client gives up
     SLOW_STREAM = "slow_stream"  # tokens trickle at SIM_SLOW_TOKENS_PER_S
     MALFORMED = "malformed"  # 200 with a body (or SSE stream) that does not parse
+    UNAUTHORIZED = "unauthorized"  # 401, as for a wrong or revoked API key
+    # Streams only (a JSON answer is unaffected):
+    TRUNCATED_STREAM = "truncated_stream"  # ends cleanly after one chunk, without [DONE]
+    LONG_LINE = "long_line"  # one content chunk of SIM_LONG_LINE_BYTES: one very long line

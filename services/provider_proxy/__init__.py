@@ -19,14 +19,15 @@ Exceptions (see :mod:`provider_proxy.errors`)::
      ├── InvalidRequest ── UnknownModel
      ├── CircuitOpen
      ├── DeadlineExceeded
+     ├── PoolExhausted
      ├── ClientDisconnected
      └── UpstreamError
-          ├── UpstreamTimeout
+          ├── UpstreamTimeout ── UpstreamReadTimeout
           ├── UpstreamConnectError
           ├── UpstreamRateLimited
           ├── UpstreamServerError
           ├── UpstreamRejected
-          └── UpstreamMalformed
+          └── UpstreamMalformed ── UpstreamTruncated, UpstreamTooLarge
 """
 
 __version__ = "0.1.0"

@@ -11,7 +11,6 @@ real Kimi and GLM APIs above all — gets neither (see :attr:`Endpoint.propagate
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 from dataclasses import dataclass
 from typing import ClassVar
@@ -68,17 +67,26 @@ class ProviderAdapter:
         return {"Authorization": f"Bearer {self.endpoint.api_key.get_secret_value()}"}
 
     def prepare(self, body: JsonObject, model: str) -> JsonObject:
-        """The upstream request body for `body` (an OpenAI request) sent to `model`."""
-        payload = copy.deepcopy(body)
+        """The upstream request body for `body` (an OpenAI request) sent to `model`.
+
+        `body` is left as it is (a fallback prepares it again). Only what is changed is
+        copied: a deep copy would recurse through whatever the client nested.
+        """
+        payload = dict(body)
         payload["model"] = model
         # Neither API knows `max_completion_tokens` (OpenAI's newer name).
         if "max_completion_tokens" in payload:
             limit = payload.pop("max_completion_tokens")
             payload.setdefault("max_tokens", limit)
         # Nor the `developer` role, which OpenAI introduced for system prompts.
-        for message in payload.get("messages", []):
-            if isinstance(message, dict) and message.get("role") == "developer":
-                message["role"] = "system"
+        messages = payload.get("messages")
+        if isinstance(messages, list):
+            payload["messages"] = [
+                {**message, "role": "system"}
+                if isinstance(message, dict) and message.get("role") == "developer"
+                else message
+                for message in messages
+            ]
         self._quirks(payload)
         return payload
 

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from exai_telemetry.health import ComponentHealth, Probe
 from exai_telemetry.http_service import BodyLimit, add_health_routes, instrument_app
+from exai_telemetry.internal_auth import AuthFailure, install_internal_auth
 from exai_telemetry.redaction import redact_url
 from exai_telemetry.setup import Telemetry
 from provider_proxy import __version__
@@ -48,7 +49,7 @@ from provider_proxy.service import ChatService, OpenedStream
 from provider_proxy.settings import ProxySettings
 from provider_proxy.telemetry import ProxyMetrics
 from provider_proxy.types import CircuitStateName, ProviderName
-from provider_proxy.upstream import Upstream
+from provider_proxy.upstream import ResponseLimits, Upstream
 from provider_proxy.usage import PriceTable
 
 logger = logging.getLogger(__name__)
@@ -97,13 +98,17 @@ def _http_client(
     adapter: ProviderAdapter,
     telemetry: Telemetry,
     transport: httpx.AsyncBaseTransport | None = None,
+    max_connections: int = 200,
 ) -> httpx.AsyncClient:
     timeouts = adapter.timeouts
     client = httpx.AsyncClient(
         base_url=adapter.endpoint.base_url,
         headers=adapter.headers(),
         timeout=httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=min(50, max_connections),
+        ),
         follow_redirects=False,
         transport=transport,
     )
@@ -157,6 +162,11 @@ def create_app(
     policy = RetryPolicy(
         settings.retry_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s
     )
+    limits = ResponseLimits(
+        body_bytes=settings.max_upstream_body_bytes,
+        sse_line_bytes=settings.max_sse_line_bytes,
+        stream_bytes=settings.max_stream_bytes,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -165,7 +175,9 @@ def create_app(
             if note is not None:
                 logger.info("%s", note)
         clients = {
-            name: _http_client(adapter, telemetry, upstream_transport)
+            name: _http_client(
+                adapter, telemetry, upstream_transport, settings.upstream_max_connections
+            )
             for name, adapter in adapters.items()
         }
         upstreams = {
@@ -174,7 +186,7 @@ def create_app(
                 clients[name],
                 breakers[name],
                 policy,
-                settings.max_upstream_body_bytes,
+                limits,
             )
             for name in adapters
         }
@@ -204,7 +216,14 @@ def create_app(
     add_health_routes(app, probes, __version__)
     instrument_app(app, telemetry)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, reject=too_large)
+    install_internal_auth(app, settings.provider_token, "EXAI_PROVIDER_TOKEN", reject=unauthorized)
     return app
+
+
+def unauthorized(failure: AuthFailure) -> Response:
+    """The proxy's 401 for a caller without `EXAI_PROVIDER_TOKEN`, in OpenAI's shape."""
+    error = {"message": failure.message, "type": "authentication_error", "code": failure.code}
+    return JSONResponse({"error": {**error, "param": None}}, status_code=401)
 
 
 def _provider_probe(name: str, adapter: ProviderAdapter, breaker: CircuitBreaker) -> Probe:

@@ -2,33 +2,45 @@
 
 ::
 
-    ProxyError
+    ProxyError                     a bug in the proxy (500)
      ├── InvalidRequest            the client's request is refused (400)
      │    └── UnknownModel         no provider serves the model (400)
      ├── CircuitOpen               the provider's breaker is open, no fallback (503)
      ├── DeadlineExceeded          the request's total deadline passed (504)
+     ├── PoolExhausted             no free connection in our own pool to the provider (503)
      ├── ClientDisconnected        the client went away; nobody reads the answer (499)
      └── UpstreamError             the provider failed; retryable ones are retried
-          ├── UpstreamTimeout       connect/read timeout (504 when it is the last word)
+          ├── UpstreamTimeout       connect/write timeout, HTTP 408 (504 when it is the last word)
+          │    └── UpstreamReadTimeout  no answer after the request was sent: not retried
           ├── UpstreamConnectError  no connection, or it broke (502)
           ├── UpstreamRateLimited   429, carries Retry-After (502 once retries are spent)
           ├── UpstreamServerError   5xx (502)
           ├── UpstreamRejected      another 4xx: 400/404/413/422 passed on, else 502
           └── UpstreamMalformed     200 whose body is not what the API promises (502)
+               ├── UpstreamTruncated  a stream that ended without `[DONE]`
+               └── UpstreamTooLarge   a body, SSE line or stream over its configured limit
 
 Every class has `error_type` (the bounded `error.type` value on spans and metrics),
-`status_code` and `code` (the OpenAI-style error body).
+`status_code` and `code` (the OpenAI-style error body), and `call_outcome`: how a
+logical call that ended with it is counted (`exai.outcome` on `exai.provider.requests`).
+Only `error` is the provider's failure (ProviderErrorRatioHigh counts nothing else):
+
+- `client_error`  the provider refused the request as the client sent it (400/404/413/422)
+- `config_error`  the provider refused *us* (401/403, any other 4xx): a key or setup problem
+- `proxy_error`   a bug in the proxy, or its own connection pool was full
+- `deadline_exceeded`  the request's total deadline ran out (retries and fallback included)
+- `cancelled`     the client went away
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from provider_proxy.types import AttemptOutcome, ProviderName, RetryReason
+from provider_proxy.types import AttemptOutcome, CallOutcome, ProviderName, RetryReason
 
 
 class ProxyError(Exception):
-    """Root of the proxy's exceptions."""
+    """Root of the proxy's exceptions; raised as itself, it is a bug of ours."""
 
     error_type: ClassVar[str] = "internal_error"
     status_code: ClassVar[int] = 500
@@ -43,6 +55,10 @@ class ProxyError(Exception):
         return self.error_type
 
     @property
+    def call_outcome(self) -> CallOutcome:
+        return "proxy_error"
+
+    @property
     def client_status(self) -> int:
         return self.status_code
 
@@ -54,6 +70,10 @@ class InvalidRequest(ProxyError):
     error_type = "invalid_request"
     status_code = 400
     openai_type = "invalid_request_error"
+
+    @property
+    def call_outcome(self) -> CallOutcome:
+        return "client_error"
 
 
 class UnknownModel(InvalidRequest):
@@ -73,6 +93,10 @@ class CircuitOpen(ProxyError):
         super().__init__(f"{provider} is unavailable (circuit open); try again later")
         self.provider = provider
 
+    @property
+    def call_outcome(self) -> CallOutcome:
+        return "error"  # the breaker opened on the provider's own failures
+
 
 class DeadlineExceeded(ProxyError):
     error_type = "deadline_exceeded"
@@ -83,6 +107,28 @@ class DeadlineExceeded(ProxyError):
         super().__init__(f"no answer within the request deadline of {deadline_s:g}s")
         self.deadline_s = deadline_s
 
+    @property
+    def call_outcome(self) -> CallOutcome:
+        # Retries, back-off waits and a fallback all spend the one budget: running out
+        # of it is no verdict on the provider (a silent provider is a read timeout).
+        return "deadline_exceeded"
+
+
+class PoolExhausted(ProxyError):
+    """Every connection of our pool to the provider is busy: the proxy is saturated,
+    the provider may be fine. Not retried (the wait was the pool timeout already)."""
+
+    error_type = "pool_exhausted"
+    status_code = 503
+    openai_type = "service_unavailable_error"
+
+    def __init__(self, provider: ProviderName) -> None:
+        super().__init__(
+            f"{provider}: no free upstream connection in time (EXAI_UPSTREAM_MAX_CONNECTIONS);"
+            " try again later"
+        )
+        self.provider = provider
+
 
 class ClientDisconnected(ProxyError):
     error_type = "cancelled"
@@ -91,6 +137,10 @@ class ClientDisconnected(ProxyError):
 
     def __init__(self) -> None:
         super().__init__("the client closed the connection before the answer was ready")
+
+    @property
+    def call_outcome(self) -> CallOutcome:
+        return "cancelled"
 
 
 class UpstreamError(ProxyError):
@@ -104,6 +154,10 @@ class UpstreamError(ProxyError):
     def __init__(self, provider: ProviderName, message: str) -> None:
         super().__init__(f"{provider}: {message}")
         self.provider = provider
+
+    @property
+    def call_outcome(self) -> CallOutcome:
+        return "error"
 
     @property
     def retryable(self) -> bool:
@@ -120,11 +174,21 @@ class UpstreamError(ProxyError):
 
 
 class UpstreamTimeout(UpstreamError):
+    """The request never reached the provider in full (connect or write timeout), or
+    the provider said so (408): sending it again cannot bill it twice."""
+
     error_type = "timeout"
     status_code = 504
     openai_type = "timeout_error"
     outcome = "timeout"
-    retry_reason = "timeout"
+    retry_reason: ClassVar[RetryReason | None] = "timeout"
+
+
+class UpstreamReadTimeout(UpstreamTimeout):
+    """The request was sent and no answer came in time. Not retried: the provider may
+    be working on it, and a second attempt could be billed a second time."""
+
+    retry_reason = None
 
 
 class UpstreamConnectError(UpstreamError):
@@ -176,6 +240,11 @@ class UpstreamRejected(UpstreamError):
         return self.upstream_status if self.upstream_status in self.PASSED_ON else 502
 
     @property
+    def call_outcome(self) -> CallOutcome:
+        # The provider is up and answering either way; whose mistake was it?
+        return "client_error" if self.upstream_status in self.PASSED_ON else "config_error"
+
+    @property
     def fallback_eligible(self) -> bool:
         return self.client_status == 502
 
@@ -185,6 +254,18 @@ class UpstreamMalformed(UpstreamError):
 
     error_type = "malformed_response"
     outcome = "malformed"
+
+
+class UpstreamTruncated(UpstreamMalformed):
+    """The stream ended before `[DONE]`: the answer may be cut anywhere."""
+
+    error_type = "stream_truncated"
+
+
+class UpstreamTooLarge(UpstreamMalformed):
+    """A body, an SSE line or a whole stream over its limit (the message names it)."""
+
+    error_type = "response_too_large"
 
 
 def openai_error_body(exc: ProxyError) -> dict[str, dict[str, str | None]]:

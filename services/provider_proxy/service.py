@@ -23,7 +23,7 @@ from provider_proxy.routing import ModelRouter, Target
 from provider_proxy.sse import DONE_EVENT, encode_event
 from provider_proxy.telemetry import ChatCall, ProxyMetrics, RequestSummary, end_attempt
 from provider_proxy.types import JsonObject, ProviderName
-from provider_proxy.upstream import Upstream, UpstreamStream
+from provider_proxy.upstream import Upstream, UpstreamStream, attempt_outcome
 from provider_proxy.usage import PriceTable
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,8 @@ class ChatService:
 
     async def relay(self, opened: OpenedStream) -> AsyncIterator[bytes]:
         """SSE bytes for the client: the provider's chunks, usage once at the end, then
-        `[DONE]`; a failure after the first byte becomes an error event."""
+        `[DONE]`; a failure after the first byte becomes an error event instead of
+        `[DONE]`, so no client takes a broken answer for a whole one."""
         stream, call = opened.upstream_stream, opened.call
         accumulator = StreamAccumulator()
         pending: JsonObject | None = None
@@ -160,17 +161,19 @@ class ChatService:
                 chunk = await stream.next_chunk(opened.deadline)
         except ProxyError as exc:
             failure = exc
+        except Exception:
+            logger.exception("relaying the %s stream failed", call.provider)
+            failure = ProxyError("internal error")
         except BaseException:
             await opened.abandon()
             raise
         opened.finished = True
         await stream.aclose()
         if failure is not None:
+            end_attempt(stream.attempt_span, attempt_outcome(failure), failure)
             if isinstance(failure, UpstreamError):
-                end_attempt(stream.attempt_span, failure.outcome, failure)
-            else:
-                end_attempt(stream.attempt_span, "timeout", failure)
-            stream.upstream.breaker.record_failure()
+                # The probe (if it was one) already closed the circuit at the first chunk.
+                stream.upstream.verdict(failure)
             call.fail(failure)
             logger.warning("%s stream broke after the first byte: %s", call.provider, failure)
             if pending is not None:

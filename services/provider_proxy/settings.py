@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
+from exai_telemetry import internal_auth
 from exai_telemetry.settings import ServiceSettings
 from provider_proxy.routing import DEFAULT_MODEL_MAP
 from provider_proxy.types import PROVIDER_NAMES, ProviderName
@@ -31,6 +32,15 @@ DEFAULT_FALLBACK_MODELS: dict[str, str] = {
 
 class ProxySettings(ServiceSettings):
     port: int = Field(default=8090, ge=1, le=65535, validation_alias="EXAI_PROVIDER_PROXY_PORT")
+
+    # Who may call: `Authorization: Bearer <token>` (exai_telemetry.internal_auth). The
+    # `_file` field holds the token read from EXAI_PROVIDER_TOKEN_FILE.
+    provider_token_file: SecretStr | None = Field(
+        default=None, validation_alias="EXAI_PROVIDER_TOKEN_FILE"
+    )
+    provider_token: SecretStr | None = Field(
+        default=None, validation_alias="EXAI_PROVIDER_TOKEN", validate_default=True
+    )
 
     # Upstreams. No key: the provider's base URL defaults to the llm-simulator.
     kimi_api_key: SecretStr | None = Field(
@@ -101,6 +111,19 @@ class ProxySettings(ServiceSettings):
     max_upstream_body_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, validation_alias="EXAI_MAX_UPSTREAM_BODY_BYTES"
     )
+    # A provider's stream: one SSE line (or event), and the whole stream. Past either the
+    # stream ends with an error event; nothing is buffered beyond them.
+    max_sse_line_bytes: int = Field(
+        default=1024 * 1024, ge=1024, validation_alias="EXAI_MAX_SSE_LINE_BYTES"
+    )
+    max_stream_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, validation_alias="EXAI_MAX_STREAM_BYTES"
+    )
+    # Connections per provider; a request that finds none free within the connect
+    # timeout is refused (503 pool_exhausted) and counted as ours, not the provider's.
+    upstream_max_connections: int = Field(
+        default=200, ge=1, le=10_000, validation_alias="EXAI_UPSTREAM_MAX_CONNECTIONS"
+    )
 
     @field_validator(
         "kimi_api_key",
@@ -115,6 +138,21 @@ class ProxySettings(ServiceSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("provider_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: Any) -> Any:
+        return internal_auth.blank_is_unset(value)
+
+    @field_validator("provider_token_file", mode="before")
+    @classmethod
+    def _read_token_file(cls, value: Any) -> Any:
+        return internal_auth.token_from_file(value)
+
+    @field_validator("provider_token")
+    @classmethod
+    def _token_required(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        return internal_auth.resolve_token(cls, value, info)
 
     @field_validator(
         "model_provider_map", "fallback_map", "fallback_model_map", "price_table", mode="before"

@@ -11,6 +11,11 @@ Span tree of one request::
 go on the request (server) span, where the collector's tail sampling looks; the
 `chat` spans carry their own retries and circuit state too.
 
+`exai.provider.requests` counts logical calls by `exai.outcome`: `ok`, `error` (the
+provider failed — the only outcome ProviderErrorRatioHigh counts), `cancelled`,
+`client_error`, `config_error`, `proxy_error`, `deadline_exceeded` (whose they are:
+:mod:`provider_proxy.errors`).
+
 The collector's span-metrics connector turns the span name and `gen_ai.request.model`
 into Prometheus labels, so both use the *model label*: the model as configured, or
 `other` for any name outside the configured list (`kimi-*` routes any `kimi-…` a
@@ -60,6 +65,7 @@ from provider_proxy.content import StreamOutput, completion_output, input_messag
 from provider_proxy.errors import ProxyError
 from provider_proxy.types import (
     AttemptOutcome,
+    CallOutcome,
     CircuitStateName,
     JsonObject,
     ProviderName,
@@ -70,7 +76,6 @@ CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
 CANCELLED = "cancelled"
 # Span-only (never a metric attribute): the requested model when it is not its label.
 REQUEST_MODEL_RAW = "exai.request.model_raw"
-Outcome = Literal["ok", "error", "cancelled"]
 
 # The GenAI semconv's advice for its client latency histograms (seconds).
 GEN_AI_LATENCY_BUCKETS_S = (
@@ -314,12 +319,13 @@ class ChatCall:
             self._metrics.cost.add(cost_usd, {**labels, names.TOOL: self._tool_label})
 
     def fail(self, exc: ProxyError) -> None:
-        self._fail(exc.error_type, str(exc), "error")
+        """The call failed; `exc.call_outcome` says whose failure it was."""
+        self._fail(exc.error_type, str(exc), exc.call_outcome)
 
     def cancel(self) -> None:
         self._fail(CANCELLED, "the client went away", "cancelled")
 
-    def _fail(self, error_type: str, message: str, outcome: Outcome) -> None:
+    def _fail(self, error_type: str, message: str, outcome: CallOutcome) -> None:
         if self._finished:
             return
         if self.span.is_recording():
@@ -328,7 +334,7 @@ class ChatCall:
             self.span.set_status(Status(StatusCode.ERROR, message))
         self._end(outcome, error_type)
 
-    def _end(self, outcome: Outcome, error_type: str | None) -> None:
+    def _end(self, outcome: CallOutcome, error_type: str | None) -> None:
         self._finished = True
         self.span.end()
         labels = dict(self._labels)

@@ -11,7 +11,25 @@ CircuitStateName = Literal["closed", "half_open", "open"]
 
 # What one upstream attempt ended with (span attribute `exai.provider.attempt.outcome`).
 AttemptOutcome = Literal[
-    "ok", "rate_limited", "server_error", "timeout", "connect_error", "malformed", "rejected"
+    "ok",
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connect_error",
+    "malformed",
+    "rejected",
+    "pool_exhausted",
+]
+# How a logical call ended (metric attribute `exai.outcome` on `exai.provider.requests`);
+# only `error` is the provider's failure (see provider_proxy.errors).
+CallOutcome = Literal[
+    "ok",
+    "error",
+    "cancelled",
+    "client_error",
+    "config_error",
+    "proxy_error",
+    "deadline_exceeded",
 ]
 # Why a retry happened (metric attribute `exai.retry.reason`).
 RetryReason = Literal["rate_limit", "server_error", "connect", "timeout"]

@@ -13,6 +13,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from exai_telemetry.health import Probe
 from exai_telemetry.http_service import BodyLimit, add_health_routes, instrument_app
+from exai_telemetry.internal_auth import install_internal_auth
 from exai_telemetry.redaction import redact_url
 from exai_telemetry.setup import Telemetry
 from storage_adapter import __version__
@@ -139,4 +140,5 @@ def create_app(settings: StorageSettings, telemetry: Telemetry) -> FastAPI:
         ]
 
     add_health_routes(app, probes, __version__)
+    install_internal_auth(app, settings.storage_token, "EXAI_STORAGE_TOKEN")
     return app

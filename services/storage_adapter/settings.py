@@ -8,10 +8,11 @@ URL) → ``SUPABASE_URL`` + ``SUPABASE_KEY`` (Supabase REST) → embedded SQLite
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from exai_telemetry import internal_auth
 from exai_telemetry.settings import ServiceSettings
 
 StoreBackend = Literal["postgresql", "sqlite", "supabase"]
@@ -33,6 +34,15 @@ def async_database_url(url: str) -> str:
 
 class StorageSettings(ServiceSettings):
     port: int = Field(default=8091, ge=0, le=65535, validation_alias="EXAI_STORAGE_ADAPTER_PORT")
+
+    # Who may call: `Authorization: Bearer <token>` (exai_telemetry.internal_auth). The
+    # `_file` field holds the token read from EXAI_STORAGE_TOKEN_FILE.
+    storage_token_file: SecretStr | None = Field(
+        default=None, validation_alias="EXAI_STORAGE_TOKEN_FILE"
+    )
+    storage_token: SecretStr | None = Field(
+        default=None, validation_alias="EXAI_STORAGE_TOKEN", validate_default=True
+    )
 
     database_url: SecretStr | None = Field(default=None, validation_alias="EXAI_DATABASE_URL")
     sqlite_path: Path = Field(default=Path("./var/exai.db"), validation_alias="EXAI_SQLITE_PATH")
@@ -67,6 +77,21 @@ class StorageSettings(ServiceSettings):
     max_metadata_bytes: int = Field(
         default=16 * 1024, ge=2, validation_alias="EXAI_MAX_METADATA_BYTES"
     )
+
+    @field_validator("storage_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: Any) -> Any:
+        return internal_auth.blank_is_unset(value)
+
+    @field_validator("storage_token_file", mode="before")
+    @classmethod
+    def _read_token_file(cls, value: Any) -> Any:
+        return internal_auth.token_from_file(value)
+
+    @field_validator("storage_token")
+    @classmethod
+    def _token_required(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        return internal_auth.resolve_token(cls, value, info)
 
     @field_validator("database_url")
     @classmethod

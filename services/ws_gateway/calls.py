@@ -18,9 +18,11 @@ back before it starts, its done-callback ends the call instead (span, metrics an
 
 Outcomes (``exai.outcome`` on the span and on ``exai.gateway.calls`` /
 ``exai.gateway.call.duration``): ``ok``; ``client_error`` for the caller's mistakes
-(:data:`~ws_gateway.errors.CLIENT_ERROR_CODES`: invalid arguments, unknown tool or model),
-which are no fault of the service; ``error`` for server-side failures; ``timeout``;
-``rejected`` (over capacity, shutting down); ``cancelled``.
+(:data:`~ws_gateway.errors.CLIENT_ERROR_CODES`: invalid arguments, unknown tool or model,
+and a session that already has all its calls in flight — :class:`SessionThrottled`, the
+client's own pace), which are no fault of the service; ``error`` for server-side
+failures; ``timeout``; ``rejected`` (the gateway's capacity is spent, or it is shutting
+down); ``cancelled``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ from ws_gateway.tools import CallContext, Toolbox, ToolResult
 from ws_gateway.types import JSONObject, ProtocolName, RequestId
 
 logger = logging.getLogger(__name__)
+
+
+class SessionThrottled(OverCapacity):
+    """The session already has its `EXAI_MAX_INFLIGHT_PER_SESSION` calls running: the
+    client sends faster than it is allowed to, the service is not out of capacity. The
+    client still sees OVER_CAPACITY; the outcome is ``client_error``, not ``rejected``."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,8 @@ class CallRunner:
                 await sink.cancelled(call)
                 raise
             except OverCapacity as exc:
-                scope.failed("rejected", exc.code)
+                throttled = isinstance(exc, SessionThrottled)
+                scope.failed("client_error" if throttled else "rejected", exc.code)
                 await sink.failed(call, exc.code, exc.message, scope)
             except CallTimeout as exc:
                 scope.failed("timeout", exc.code)
@@ -203,8 +212,18 @@ class CallRunner:
             chunk if streaming else None,
             client_id=call.client_id,
         )
+        limiter = self._limiter
+        # The limiter checks the global cap first; with room there, a full session is
+        # the client's pace (no await between this check and taking the slot).
+        if (
+            limiter.global_inflight < limiter.global_max
+            and limiter.session_inflight(call.session_id) >= limiter.per_session
+        ):
+            raise SessionThrottled(
+                f"session is at its limit of {limiter.per_session} calls in flight; retry soon"
+            )
         with (
-            self._limiter.slot(call.session_id),
+            limiter.slot(call.session_id),
             self._telemetry.inflight(call.tool, call.protocol),
         ):
             await sink.progress(call, "started", f"{call.tool} started")

@@ -16,6 +16,7 @@ client's ``cancel`` reaches the upstream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,9 +26,20 @@ from urllib.parse import quote
 
 import httpx
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from pydantic import SecretStr
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
 
+from exai_contracts.ids import is_continuation_id
 from exai_telemetry.correlation import correlation_headers
 from exai_telemetry.setup import Telemetry
+from ws_gateway.breaker import CircuitBreaker
 from ws_gateway.errors import ProviderError, ProviderRejected, StorageError
 from ws_gateway.types import JSONObject
 
@@ -39,7 +51,8 @@ MAX_ERROR_DETAIL = 300
 # 4xx answers that say nothing about the request itself: the gateway's own
 # credentials/configuration (401, 403, 407), a slow hop (408) or load (429).
 NOT_THE_CALLERS_FAULT = frozenset({401, 403, 407, 408, 429})
-STORAGE_WRITE_ATTEMPTS = 3
+# Whose conversation a storage request is about (the client's id, never its token).
+CLIENT_ID_HEADER = "X-EXAI-Client-ID"
 
 ChunkSink = Callable[[str], Awaitable[None]]
 
@@ -48,9 +61,16 @@ async def _add_correlation_header(request: httpx.Request) -> None:
     request.headers.update(correlation_headers())
 
 
-def build_http_client(base_url: str, timeout_s: float, telemetry: Telemetry) -> httpx.AsyncClient:
+def build_http_client(
+    base_url: str, timeout_s: float, telemetry: Telemetry, token: SecretStr | None = None
+) -> httpx.AsyncClient:
+    """`token`: the callee's internal token (`EXAI_PROVIDER_TOKEN`, `EXAI_STORAGE_TOKEN`),
+    sent as `Authorization: Bearer` on every request; None only with EXAI_INTERNAL_AUTH=off.
+    The instrumentation records no request headers, and the value is a registered secret."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token.get_secret_value()}"}
     client = httpx.AsyncClient(
         base_url=base_url,
+        headers=headers,
         timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
         limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
         event_hooks={"request": [_add_correlation_header]},
@@ -163,6 +183,9 @@ class ProviderClient:
                     if delta:
                         parts.append(delta)
                         await on_chunk(delta)
+                else:
+                    # No `[DONE]`: the answer may be cut anywhere; never take it for whole.
+                    raise ProviderError(f"provider-proxy stream for {model} ended without [DONE]")
         except httpx.TimeoutException as exc:
             raise ProviderError(f"provider-proxy stream stalled for {model}") from exc
         except httpx.TransportError as exc:
@@ -239,21 +262,65 @@ class ProviderClient:
 # --- storage-adapter ------------------------------------------------------------------
 
 
+class StorageUnavailable(StorageError):
+    """No usable answer (unreachable, timed out, 5xx, 408/429): worth retrying."""
+
+
+class StorageCircuitOpen(StorageError):
+    """Refused without a request: storage-adapter has been failing (see the breaker)."""
+
+
+class StorageRejected(StorageError):
+    """storage-adapter answered 4xx: the request itself is wrong; retrying cannot help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     role: str
     content: str
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, within the operation's time budget."""
+
+    attempts: int = 4
+    base_delay_s: float = 0.1
+    max_delay_s: float = 2.0
+
+
 class StorageClient:
-    """Conversations and messages in storage-adapter (DESIGN §5)."""
+    """Conversations and messages in storage-adapter (DESIGN §5).
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    Every operation has a time budget (retries included); each attempt gets what is
+    left of it. Unanswered requests, 5xx, 408 and 429 are retried with backoff and
+    jitter — the writes are idempotent by key, the reads harmless; any other 4xx is
+    :class:`StorageRejected` at once. Every request carries ``X-EXAI-Client-ID``: the
+    client whose conversation it is (storage-adapter keeps each one to its owner).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        timeout_s: float = 5.0,
+        breaker: CircuitBreaker | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self._http = http
+        self._timeout_s = timeout_s
+        self.breaker = breaker or CircuitBreaker(failures=5, reset_s=10.0, name="storage-adapter")
+        self._retry = retry or RetryPolicy()
 
-    async def history(self, continuation_id: str) -> list[StoredMessage] | None:
+    async def history(
+        self, continuation_id: str, *, client_id: str, budget_s: float
+    ) -> list[StoredMessage] | None:
         """The conversation's recent messages, oldest first; None if it does not exist."""
-        response = await self._request("GET", self._path(continuation_id))
+        response = await self._send("GET", self._path(continuation_id), client_id, budget_s)
         if response.status_code == 404:
             return None
         self._check(response)
@@ -263,10 +330,15 @@ class StorageClient:
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError("storage-adapter sent a malformed conversation") from exc
 
-    async def create(self, continuation_id: str) -> None:
+    async def create(self, continuation_id: str, *, client_id: str, budget_s: float) -> None:
         """Create the conversation; one that already exists is fine."""
-        response = await self._request(
-            "POST", "/v1/conversations", json={"continuation_id": continuation_id}
+        self._path(continuation_id)  # the same check as every other operation
+        response = await self._send(
+            "POST",
+            "/v1/conversations",
+            client_id,
+            budget_s,
+            body={"continuation_id": continuation_id},
         )
         if response.status_code != 409:
             self._check(response)
@@ -278,8 +350,11 @@ class StorageClient:
         content: str,
         idempotency_key: str,
         metadata: JSONObject | None = None,
+        *,
+        client_id: str,
+        budget_s: float,
     ) -> None:
-        """Store one message; retried on transient failures, never duplicated (the key)."""
+        """Store one message; a retry never duplicates it (the key)."""
         body = {
             "role": role,
             "content": content,
@@ -287,30 +362,80 @@ class StorageClient:
             "metadata": metadata or {},
         }
         path = f"{self._path(continuation_id)}/messages"
-        for attempt in range(1, STORAGE_WRITE_ATTEMPTS + 1):
-            try:
-                response = await self._request("POST", path, json=body)
-                if response.status_code < 500 or attempt == STORAGE_WRITE_ATTEMPTS:
-                    self._check(response)
-                    return
-            except StorageError:
-                if attempt == STORAGE_WRITE_ATTEMPTS:
-                    raise
-            logger.info("retrying storage write (attempt %d failed)", attempt)
+        self._check(await self._send("POST", path, client_id, budget_s, body=body))
 
     @staticmethod
     def _path(continuation_id: str) -> str:
+        # Quoting alone would let "." and ".." through (dot segments a URL resolves).
+        if not is_continuation_id(continuation_id):
+            raise StorageRejected("not a valid continuation_id", 422)
         return f"/v1/conversations/{quote(continuation_id, safe='')}"
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        client_id: str,
+        budget_s: float,
+        *,
+        body: JSONObject | None = None,
+    ) -> httpx.Response:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retry.attempts) | stop_before_delay(budget_s),
+            wait=wait_random_exponential(
+                multiplier=self._retry.base_delay_s, max=self._retry.max_delay_s
+            ),
+            retry=retry_if_exception_type(StorageUnavailable),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        headers = {CLIENT_ID_HEADER: client_id}
+        return await retrying(self._attempt, method, path, headers, body, deadline)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: JSONObject | None,
+        deadline: float,
+    ) -> httpx.Response:
+        timeout_s = min(self._timeout_s, deadline - asyncio.get_running_loop().time())
+        if timeout_s <= 0:
+            raise StorageError("storage-adapter: no time left for this operation")
+        if not self.breaker.allow():
+            raise StorageCircuitOpen("storage-adapter is failing; not called (circuit open)")
         try:
-            return await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise StorageError(f"storage-adapter unreachable: {type(exc).__name__}") from exc
+            async with asyncio.timeout(timeout_s):
+                response = await self._http.request(
+                    method, path, json=body, headers=headers, timeout=timeout_s
+                )
+        except (httpx.TransportError, TimeoutError) as exc:
+            self.breaker.failed()
+            raise StorageUnavailable(f"storage-adapter unreachable: {type(exc).__name__}") from exc
+        except BaseException:
+            self.breaker.abandoned()
+            raise
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            self.breaker.failed()
+            raise StorageUnavailable(
+                f"storage-adapter answered {response.status_code}: {_error_detail(response)}"
+            )
+        self.breaker.succeeded()
+        return response
 
     @staticmethod
     def _check(response: httpx.Response) -> None:
         if response.status_code >= 400:
-            raise StorageError(
-                f"storage-adapter answered {response.status_code}: {_error_detail(response)}"
+            raise StorageRejected(
+                f"storage-adapter answered {response.status_code}: {_error_detail(response)}",
+                response.status_code,
             )
+
+
+def _log_retry(state: RetryCallState) -> None:
+    outcome = state.outcome
+    reason = outcome.exception() if outcome is not None else None
+    logger.info("retrying storage request (attempt %d failed: %s)", state.attempt_number, reason)

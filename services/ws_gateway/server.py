@@ -10,9 +10,12 @@ Routing happens during the opening handshake (``process_request``):
   a connection over the limit with 1008, and the native protocol authenticates in
   its ``hello`` frame.
 
-Readiness: provider-proxy and storage-adapter are both *required*. Without the proxy
-no tool works; without storage the gateway still answers chats (without memory, and
-says so in the result), but it is not a healthy instance to send new sessions to.
+Readiness depends only on what calls need: provider-proxy is *required* (no tool works
+without it); storage-adapter is optional — without it chats are answered without
+memory (and say so in their result), so the gateway is ``degraded``, not unready.
+Probes are shared and cached for EXAI_HEALTH_CACHE_S, and the HTTP answers on this
+public port carry statuses only; the details (error, latency, HTTP status) are in the
+authenticated ``status`` tool.
 
 The request target may carry the MCP token in its query string: only
 :func:`redact_path` versions of it are ever logged or put on spans.
@@ -36,11 +39,12 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from exai_telemetry.correlation import CORRELATION_HEADER
-from exai_telemetry.health import CHECK_TIMEOUT_S, ComponentHealth, Probe, evaluate
+from exai_telemetry.health import CHECK_TIMEOUT_S, ComponentHealth, HealthCache, Probe
 from exai_telemetry.redaction import redact_path
 from exai_telemetry.settings import fail
 from exai_telemetry.setup import Telemetry
 from ws_gateway import __version__, mcp_protocol, protocol
+from ws_gateway.breaker import CircuitBreaker
 from ws_gateway.calls import CallRunner
 from ws_gateway.clients import ProviderClient, StorageClient, build_http_client
 from ws_gateway.connections import McpConnection, NativeConnection
@@ -111,6 +115,8 @@ class Gateway:
         self._clients: list[httpx.AsyncClient] = []
         self._probe_http: httpx.AsyncClient
         self._runner: CallRunner | None = None
+        self._toolbox: Toolbox | None = None
+        self._health = HealthCache(self.probes, __version__, settings.health_cache_s)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -118,18 +124,32 @@ class Gateway:
         settings = self.settings
         # The proxy's own deadline should fire first; this is only a backstop.
         provider_http = build_http_client(
-            settings.provider_url, settings.call_timeout_s + 5, self.telemetry
+            settings.provider_url,
+            settings.call_timeout_s + 5,
+            self.telemetry,
+            settings.provider_token,
         )
         storage_http = build_http_client(
-            settings.storage_url, settings.storage_timeout_s, self.telemetry
+            settings.storage_url,
+            settings.storage_timeout_s,
+            self.telemetry,
+            settings.storage_token,
         )
         # Health probes run every few seconds: uninstrumented, or they would flood the
         # trace store with one root span each.
         self._probe_http = httpx.AsyncClient(timeout=CHECK_TIMEOUT_S, trust_env=False)
         self._clients = [provider_http, storage_http, self._probe_http]
-        toolbox = Toolbox(
-            settings, ProviderClient(provider_http), StorageClient(storage_http), self.status
+        storage = StorageClient(
+            storage_http,
+            timeout_s=settings.storage_timeout_s,
+            breaker=CircuitBreaker(
+                settings.storage_breaker_failures,
+                settings.storage_breaker_reset_s,
+                name="storage-adapter",
+            ),
         )
+        toolbox = Toolbox(settings, ProviderClient(provider_http), storage, self.status)
+        self._toolbox = toolbox
         self._runner = CallRunner(
             toolbox,
             self.limiter,
@@ -163,6 +183,7 @@ class Gateway:
             return
         self._server = None
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        grace_ends = asyncio.get_running_loop().time() + grace
         self.accepting = False
         server.server.close()  # no new TCP connections; open ones carry on
         try:
@@ -172,6 +193,8 @@ class Gateway:
             logger.warning("grace period over; cancelling %d calls", self.limiter.global_inflight)
         server.close()  # 1001 to every open connection; their calls are cancelled
         await server.wait_closed()
+        if self._toolbox is not None:  # answered exchanges still being stored
+            await self._toolbox.memory.drain(grace_ends - asyncio.get_running_loop().time())
         await asyncio.gather(*(client.aclose() for client in self._clients))
         logger.info("ws-gateway stopped")
 
@@ -197,7 +220,8 @@ class Gateway:
     def probes(self) -> list[Probe]:
         return [
             Probe("provider-proxy", lambda: self._check(self.settings.provider_url), True),
-            Probe("storage-adapter", lambda: self._check(self.settings.storage_url), True),
+            # Chats are answered without it (no memory): down degrades, never unready.
+            Probe("storage-adapter", lambda: self._check(self.settings.storage_url), False),
         ]
 
     async def _check(self, base_url: str) -> ComponentHealth:
@@ -207,7 +231,7 @@ class Gateway:
         )
 
     async def status(self, session_id: str) -> JSONObject:
-        report = await evaluate(self.probes(), __version__)
+        report = await self._health.report()
         return {
             "status": report.status,
             "version": __version__,
@@ -221,20 +245,16 @@ class Gateway:
                 "session_max": self.limiter.per_session,
             },
             "dependencies": {name: c.as_json() for name, c in report.components.items()},
+            "memory": self._toolbox.memory.status() if self._toolbox else {},
         }
 
     async def _health_response(self, connection: ServerConnection, route: str) -> Response:
         if route == "/health/live":
             return json_response(connection, HTTPStatus.OK, {"status": "alive"})
-        report = await evaluate(self.probes(), __version__)
-        body = report.as_json()
-        body["components"]["ws-gateway"] = {
-            "status": "up",
-            "required": True,
-            "accepting_calls": self.accepting,
-            "connections": self.connections.open,
-            "inflight": self.limiter.global_inflight,
-        }
+        report = await self._health.report()
+        # A public port: statuses only, no error text or addresses.
+        body = report.as_json(details=False)
+        body["components"]["ws-gateway"] = {"status": "up", "required": True}
         if route == "/health/ready" and not report.ready:
             return json_response(connection, HTTPStatus.SERVICE_UNAVAILABLE, body)
         return json_response(connection, HTTPStatus.OK, body)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
+from exai_telemetry import internal_auth
 from exai_telemetry.settings import ServiceSettings
 
 # Values people paste from examples; refused outside development. Compared case- and
@@ -19,6 +20,18 @@ PLACEHOLDER_MARKERS = ("changeme", "placeholder", "replaceme", "yourtoken", "exa
 # In every environment: a shorter token is weak, and the log/span secret scrubber
 # ignores values under 6 characters.
 MIN_TOKEN_LENGTH = 16
+# History budgets in characters (history + prompt) by model-name prefix. About one
+# character per token at worst (CJK), with room left for the answer: Kimi K2 has a
+# 256K-token context, GLM-4.5 128K, moonshot-v1-* what their names say.
+DEFAULT_HISTORY_BUDGETS = {
+    "kimi-": 200_000,
+    "moonshot-v1-8k": 6_000,
+    "moonshot-v1-32k": 24_000,
+    "moonshot-v1-128k": 100_000,
+    "glm-": 100_000,
+}
+# From the environment as `prefix=chars,prefix=chars` (replacing the defaults).
+PrefixBudgets = Annotated[dict[str, Annotated[int, Field(ge=0)]], NoDecode]
 
 
 def _fold(value: str) -> str:
@@ -37,6 +50,22 @@ class GatewaySettings(ServiceSettings):
     port: int = Field(default=8079, ge=0, le=65535, validation_alias="EXAI_WS_PORT")
     provider_url: str = Field(default="http://127.0.0.1:8090", validation_alias="EXAI_PROVIDER_URL")
     storage_url: str = Field(default="http://127.0.0.1:8091", validation_alias="EXAI_STORAGE_URL")
+
+    # Sent as `Authorization: Bearer <token>` to provider-proxy and storage-adapter
+    # (exai_telemetry.internal_auth); each `_file` field holds the token read from the
+    # variable's `_FILE` file.
+    provider_token_file: SecretStr | None = Field(
+        default=None, validation_alias="EXAI_PROVIDER_TOKEN_FILE"
+    )
+    provider_token: SecretStr | None = Field(
+        default=None, validation_alias="EXAI_PROVIDER_TOKEN", validate_default=True
+    )
+    storage_token_file: SecretStr | None = Field(
+        default=None, validation_alias="EXAI_STORAGE_TOKEN_FILE"
+    )
+    storage_token: SecretStr | None = Field(
+        default=None, validation_alias="EXAI_STORAGE_TOKEN", validate_default=True
+    )
 
     hello_timeout_s: float = Field(default=15.0, gt=0, validation_alias="EXAI_HELLO_TIMEOUT_S")
     call_timeout_s: float = Field(default=120.0, gt=0, validation_alias="EXAI_CALL_TIMEOUT_S")
@@ -59,6 +88,73 @@ class GatewaySettings(ServiceSettings):
         min_length=1,
         validation_alias="EXAI_CONSENSUS_MODELS",
     )
+
+    # Conversation memory (chat with continuation_id). History is trimmed newest-first:
+    # history + prompt within the model's character budget (longest matching name
+    # prefix in EXAI_HISTORY_BUDGET_CHARS_BY_MODEL, else EXAI_HISTORY_BUDGET_CHARS), and
+    # the request body within provider-proxy's limit (its EXAI_MAX_REQUEST_BYTES).
+    history_budget_chars: int = Field(
+        default=24_000, ge=0, validation_alias="EXAI_HISTORY_BUDGET_CHARS"
+    )
+    history_budget_chars_by_model: PrefixBudgets = Field(
+        default_factory=lambda: dict(DEFAULT_HISTORY_BUDGETS),
+        validation_alias="EXAI_HISTORY_BUDGET_CHARS_BY_MODEL",
+    )
+    provider_max_request_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=64 * 1024, validation_alias="EXAI_PROVIDER_MAX_REQUEST_BYTES"
+    )
+    # Storage never holds an answer for long: the history read has a short budget
+    # (then the call goes on without history), and the answer waits at most
+    # EXAI_MEMORY_WRITE_WAIT_S for its exchange to be stored; the write goes on after
+    # the answer, for up to EXAI_MEMORY_WRITE_TIMEOUT_S (retries included).
+    memory_read_timeout_s: float = Field(
+        default=2.0, gt=0, validation_alias="EXAI_MEMORY_READ_TIMEOUT_S"
+    )
+    memory_write_wait_s: float = Field(
+        default=1.0, ge=0, validation_alias="EXAI_MEMORY_WRITE_WAIT_S"
+    )
+    memory_write_timeout_s: float = Field(
+        default=30.0, gt=0, validation_alias="EXAI_MEMORY_WRITE_TIMEOUT_S"
+    )
+    # After this many storage failures in a row, storage is not called for
+    # EXAI_STORAGE_BREAKER_RESET_S (then one trial request).
+    storage_breaker_failures: int = Field(
+        default=5, ge=1, validation_alias="EXAI_STORAGE_BREAKER_FAILURES"
+    )
+    storage_breaker_reset_s: float = Field(
+        default=10.0, gt=0, validation_alias="EXAI_STORAGE_BREAKER_RESET_S"
+    )
+    # /health and /health/ready: one probe of the dependencies serves every request
+    # for this long (0: only requests that arrive while a probe runs share it).
+    health_cache_s: float = Field(default=1.0, ge=0, le=60, validation_alias="EXAI_HEALTH_CACHE_S")
+
+    @field_validator("history_budget_chars_by_model", mode="before")
+    @classmethod
+    def _prefix_budgets(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        budgets: dict[str, str] = {}
+        for pair in filter(None, (part.strip() for part in value.split(","))):
+            prefix, sep, chars = pair.partition("=")
+            if not sep or not prefix.strip() or not chars.strip():
+                raise ValueError("expected prefix=chars pairs, e.g. kimi-=200000,glm-=100000")
+            budgets[prefix.strip()] = chars.strip()
+        return budgets
+
+    @field_validator("provider_token", "storage_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: Any) -> Any:
+        return internal_auth.blank_is_unset(value)
+
+    @field_validator("provider_token_file", "storage_token_file", mode="before")
+    @classmethod
+    def _read_token_file(cls, value: Any) -> Any:
+        return internal_auth.token_from_file(value)
+
+    @field_validator("provider_token", "storage_token")
+    @classmethod
+    def _token_required(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        return internal_auth.resolve_token(cls, value, info)
 
     @field_validator("consensus_models", mode="before")
     @classmethod

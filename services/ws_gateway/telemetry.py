@@ -8,9 +8,10 @@ instrumentation makes every downstream request a child span and propagates both
 
 Metric labels are bounded: tool names come from the fixed catalogue (unknown names are
 rejected before a span exists), outcomes and protocols from small enums. Outcomes:
-``ok``, ``client_error`` (the caller's mistake: span status left unset, ``error.type``
-set), ``error`` (server-side failure: span status ERROR), ``timeout`` and ``rejected``
-(status ERROR too), ``cancelled`` (no error).
+``ok``, ``client_error`` (the caller's mistake, or its session's own in-flight cap: span
+status left unset, ``error.type`` set), ``error`` (server-side failure: span status
+ERROR), ``timeout`` and ``rejected`` (the gateway's capacity; status ERROR too),
+``cancelled`` (no error).
 
 MCP calls follow the OpenTelemetry MCP semantic conventions (semantic-conventions-genai,
 ``docs/gen-ai/mcp.md``): the span is named ``tools/call {tool}`` and carries

@@ -4,14 +4,16 @@ Arguments are pydantic models; their JSON Schema (tidied for clients) is what
 ``list_tools`` / ``tools/list`` publish, and validating against the model is validating
 against that schema. A failure becomes VALIDATION_ERROR naming each bad field.
 
-Memory (``chat`` with ``continuation_id``): a failed dependency degrades, it does not
-fail the call. If storage-adapter cannot be read, the chat answers without history; if
-the messages cannot be written, the answer is still returned. Either way the result's
-metadata says so (``memory.read`` / ``memory.write``). Writes carry idempotency keys
-made of a UUID drawn when the call starts and the role, so the retries of one call's
-write never store a message twice, and two calls never collide: a client may send the
-same prompt again with the same session and (ended) request_id, and both exchanges
-are stored.
+Memory (``chat`` with ``continuation_id``, see :mod:`ws_gateway.memory`): a failed or
+slow storage degrades, it does not fail or hold the call. The history read has a short
+budget, the history sent is trimmed to the model's budget, and the exchange is stored
+after the answer if storing it takes more than a moment. The result's metadata says
+what happened: ``memory.read``, ``memory.history_messages`` (sent),
+``memory.history_messages_dropped`` (left out for the budget), ``memory.write``.
+Writes carry idempotency keys made of a UUID drawn when the call starts and the role,
+so the retries of one call's write never store a message twice, and two calls never
+collide: a client may send the same prompt again with the same session and (ended)
+request_id, and both exchanges are stored.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,12 +33,12 @@ from exai_contracts.ids import CONTINUATION_ID_PATTERN
 from exai_telemetry import names
 from ws_gateway.clients import ChunkSink, Completion, ProviderClient, StorageClient
 from ws_gateway.errors import (
-    CallError,
     ProviderError,
     ProviderRejected,
     ToolNotFound,
     ToolValidationError,
 )
+from ws_gateway.memory import ConversationMemory, HistoryBudget, NewMessage, fit_history
 from ws_gateway.settings import GatewaySettings
 from ws_gateway.types import JSONObject, RequestId
 
@@ -43,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 MAX_CONSENSUS_MODELS = 8
 HISTORY_ROLES = frozenset({"user", "assistant", "system"})
+# Left of the call's deadline when the answer stops waiting for its exchange's write.
+ANSWER_MARGIN_S = 0.25
 
 
 # --- arguments ------------------------------------------------------------------------
@@ -135,6 +140,9 @@ class CallContext:
     # Who is calling (from the client's token, never the token itself). Storage keeps
     # each conversation for the client that made it.
     client_id: str = "default"
+    # When the call started (its timeout runs from here): memory I/O never eats the
+    # time the answer needs to get out.
+    started_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -183,8 +191,12 @@ class Toolbox:
     ) -> None:
         self._settings = settings
         self._provider = provider
-        self._storage = storage
         self._status = status
+        self.memory = ConversationMemory(
+            storage,
+            read_timeout_s=settings.memory_read_timeout_s,
+            write_timeout_s=settings.memory_write_timeout_s,
+        )
 
     @classmethod
     def specs(cls) -> list[JSONObject]:
@@ -207,14 +219,26 @@ class Toolbox:
 
     async def chat(self, args: ChatArgs, ctx: CallContext) -> ToolResult:
         model = args.model or self._settings.default_model
+        prompt: JSONObject = {"role": "user", "content": args.prompt}
         history: list[JSONObject] = []
         memory: JSONObject = {}
         cid = args.continuation_id
         if cid is not None:
             ctx.span_attributes[names.CONTINUATION_ID] = cid
             await ctx.progress("loading_history", "loading conversation history")
-            history, memory["read"] = await self._load_history(cid)
-        messages = [*history, {"role": "user", "content": args.prompt}]
+            stored, memory["read"] = await self.memory.read(cid, ctx.client_id)
+            recent = [
+                {"role": m.role, "content": m.content} for m in stored if m.role in HISTORY_ROLES
+            ]
+            budget = HistoryBudget.for_model(self._settings, model)
+            history, dropped = fit_history(recent, prompt, budget)
+            memory["history_messages"] = len(history)
+            memory["history_messages_dropped"] = dropped
+            if dropped:
+                logger.info(
+                    "history trimmed to the budget of %s: %d messages left out", model, dropped
+                )
+        messages = [*history, prompt]
         await ctx.progress("calling_provider", f"asking {model}")
         chunk = ctx.chunk
         if chunk is not None:
@@ -229,46 +253,28 @@ class Toolbox:
         if completion.finish_reason:
             metadata["finish_reason"] = completion.finish_reason
         if cid is not None:
-            memory["history_messages"] = len(history)
             memory["write"] = await self._remember(cid, args.prompt, completion, ctx)
             metadata["continuation_id"] = cid
             metadata["memory"] = memory
         return ToolResult([text(completion.text)], metadata, streamed=chunk is not None)
 
-    async def _load_history(self, cid: str) -> tuple[list[JSONObject], str]:
-        try:
-            stored = await self._storage.history(cid)
-            if stored is None:
-                await self._storage.create(cid)
-                return [], "new"
-        except CallError as exc:
-            logger.warning("conversation history unavailable, answering without it: %s", exc)
-            return [], "unavailable"
-        return [
-            {"role": m.role, "content": m.content} for m in stored if m.role in HISTORY_ROLES
-        ], "loaded"
-
     async def _remember(
         self, cid: str, prompt: str, completion: Completion, ctx: CallContext
     ) -> str:
-        def key(role: str) -> str:
-            return idempotency_key(ctx.call_id, role)
-
-        try:
-            try:
-                await self._storage.append(cid, "user", prompt, key("user"))
-            except CallError:
-                # The read may have failed too (storage was down): the conversation may
-                # not exist yet. Creating it is idempotent.
-                await self._storage.create(cid)
-                await self._storage.append(cid, "user", prompt, key("user"))
-            await self._storage.append(
-                cid, "assistant", completion.text, key("assistant"), {"model": completion.model}
-            )
-        except CallError as exc:
-            logger.warning("conversation not stored: %s", exc)
-            return "failed"
-        return "stored"
+        exchange = [
+            NewMessage("user", prompt, idempotency_key(ctx.call_id, "user")),
+            NewMessage(
+                "assistant",
+                completion.text,
+                idempotency_key(ctx.call_id, "assistant"),
+                {"model": completion.model},
+            ),
+        ]
+        # The answer is ready (and billed): it waits for its write only briefly, and
+        # never past the call's own deadline.
+        deadline = ctx.started_at + self._settings.call_timeout_s - ANSWER_MARGIN_S
+        wait_s = min(self._settings.memory_write_wait_s, deadline - time.monotonic())
+        return await self.memory.remember(cid, ctx.client_id, exchange, wait_s)
 
     async def consensus(self, args: ConsensusArgs, ctx: CallContext) -> ToolResult:
         models = list(dict.fromkeys(args.models or self._settings.consensus_models))

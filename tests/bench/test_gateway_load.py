@@ -34,6 +34,7 @@ from tests.integration.ws_gateway.stack import (
     native,
     running_stack,
 )
+from tests.support.internal_auth import PROVIDER_TOKEN, bearer
 from tests.support.telemetry import CapturedTelemetry, metric_points
 
 pytestmark = pytest.mark.bench
@@ -99,7 +100,9 @@ async def test_gateway_throughput_bookkeeping_and_memory(
             for i in range(SESSIONS)
         ]
         proxy = await exit_stack.enter_async_context(
-            httpx.AsyncClient(base_url=f"{stack.proxy_url}/v1", timeout=30)
+            httpx.AsyncClient(
+                base_url=f"{stack.proxy_url}/v1", headers=bearer(PROVIDER_TOKEN), timeout=30
+            )
         )
         serial = iter(range(10**9))
 

@@ -16,6 +16,7 @@ import pytest
 
 from tests.bench.measure import SCALE, interleaved, ms, p50, p95, report
 from tests.integration.ws_gateway.stack import KIMI_KEY, running_stack
+from tests.support.internal_auth import PROVIDER_TOKEN, bearer
 from tests.support.telemetry import CapturedTelemetry
 
 pytestmark = pytest.mark.bench
@@ -47,7 +48,9 @@ async def test_proxy_overhead_vs_direct(captured: CapturedTelemetry, tmp_path: P
             headers={"Authorization": f"Bearer {KIMI_KEY}"},
             timeout=10,
         ) as direct,
-        httpx.AsyncClient(base_url=f"{stack.proxy_url}/v1", timeout=10) as proxied,
+        httpx.AsyncClient(
+            base_url=f"{stack.proxy_url}/v1", headers=bearer(PROVIDER_TOKEN), timeout=10
+        ) as proxied,
     ):
         counter = iter(range(10**9))
 

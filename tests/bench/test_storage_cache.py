@@ -26,6 +26,7 @@ from storage_adapter.app import create_app
 from storage_adapter.settings import StorageSettings
 from tests.bench.measure import SCALE, ms, p50, p95, report, timed
 from tests.support.asgi import serve_app
+from tests.support.internal_auth import STORAGE_TOKEN, bearer
 from tests.support.servers import RedisServer, free_port
 from tests.support.telemetry import CapturedTelemetry, metric_points
 
@@ -82,13 +83,14 @@ async def running_adapter(
         "SUPABASE_URL": None,
         "SUPABASE_KEY": None,
         "REDIS_URL": None,
+        "EXAI_STORAGE_TOKEN": STORAGE_TOKEN,
     }
     # model_validate: from these values only, never the environment or a .env file.
     settings = StorageSettings.model_validate({**base, **values})
     telemetry, reader = captured.build("storage-adapter", settings)
     async with (
         serve_app(create_app(settings, telemetry)) as url,
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        httpx.AsyncClient(base_url=url, headers=bearer(STORAGE_TOKEN), timeout=10) as client,
     ):
         yield Adapter(name, client, reader)
 

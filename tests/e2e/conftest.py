@@ -4,6 +4,9 @@ The collector samples 10% of ordinary traces here, so the tests can tell tail sa
 from "keep everything". A webhook receiver stands where Alertmanager delivers
 (127.0.0.1:9095/alerts). Provider keys are set to recognisable fake values so the
 tests can prove they never reach a stored span.
+
+The fixtures are package-scoped: the stack stops when the last test of tests/e2e ends,
+which frees the fixed ports for the fault suite's own stack (tests/faults).
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ KIMI_KEY = "sk-e2e-kimi-" + secrets.token_hex(12)
 GLM_KEY = "e2e-glm-" + secrets.token_hex(12)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def webhook() -> Iterator[AlertWebhook]:
     with AlertWebhook.serve("127.0.0.1", 9095) as hook:
         yield hook
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(webhook: AlertWebhook) -> Iterator[RunningStack]:
     # Not under pytest's tmp dir: that is private to root, and Postgres runs as `postgres`.
     var = Path(tempfile.mkdtemp(prefix="exai-e2e-"))
@@ -68,21 +71,21 @@ def stack(webhook: AlertWebhook) -> Iterator[RunningStack]:
         shutil.rmtree(var, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def simulator(stack: RunningStack) -> Iterator[Simulator]:
     client = Simulator()
     yield client
     client.http.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def jaeger(stack: RunningStack) -> Iterator[Jaeger]:
     client = Jaeger()
     yield client
     client.http.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prometheus(stack: RunningStack) -> Iterator[Prometheus]:
     client = Prometheus()
     yield client

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
@@ -58,13 +59,72 @@ def _wait_ready(proc: Any, popen: subprocess.Popen[bytes], log: Path, timeout_s:
 
 
 @dataclass
+class StackProcess:
+    """One process of the running stack, as started (its command can be run again)."""
+
+    proc: Any  # deploy/local-stack/stack.py's Proc
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes]
+    log_file: IO[bytes]
+
+    @classmethod
+    def start(cls, proc: Any, env: dict[str, str], log_path: Path, mode: str) -> StackProcess:
+        log_file = log_path.open(mode)
+        popen = subprocess.Popen(
+            proc.argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        return cls(proc, env, log_path, popen, log_file)
+
+    @property
+    def pid(self) -> int:
+        """The service's own process: Postgres runs as a child of `runuser` when the
+        tests run as root, and a signal to runuser would not reach it."""
+        pid = self.popen.pid
+        if self.proc.argv[0] == "runuser":
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if children:
+                return int(children[0])
+        return pid
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+        try:
+            self.popen.wait(20)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+        self.log_file.close()
+
+
+@dataclass
 class RunningStack:
     var: Path
     env: Mapping[str, str]
     ws_token: str
+    processes: dict[str, StackProcess] = field(default_factory=dict)
 
     def log(self, name: str) -> str:
         return (self.var / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def kill(self, name: str, signum: int = signal.SIGKILL, timeout_s: float = 30) -> None:
+        """Send `signum` (kill -9 by default) to one process and wait until it is gone.
+        Nothing here restarts it: the fault suite does, with :meth:`restart`."""
+        running = self.processes[name]
+        os.kill(running.pid, signum)
+        running.popen.wait(timeout_s)
+
+    def restart(self, name: str, timeout_s: float = 90) -> None:
+        """Start a stopped process again with the same command and environment (its log
+        continues) and wait until it is ready."""
+        old = self.processes[name]
+        if old.popen.poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        old.log_file.close()
+        new = StackProcess.start(old.proc, old.env, old.log_path, "ab")
+        self.processes[name] = new
+        _wait_ready(new.proc, new.popen, new.log_path, timeout_s)
 
 
 PORTS = (4317, 4318, 8079, 8090, 8091, 8099, 9090, 9093, 13133, 14317, 16686, 6379, 5432)
@@ -79,25 +139,14 @@ def local_stack(var: Path, overrides: Mapping[str, str]) -> Iterator[RunningStac
     procs = stack.processes(var, overrides)
     logs = var / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+    running = RunningStack(var, overrides, overrides["EXAI_WS_TOKEN"])
     try:
         for proc in procs:
             log_path = logs / f"{proc.name}.log"
-            log_file = log_path.open("wb")
             env = {**os.environ, **proc.env, **overrides}
-            popen = subprocess.Popen(
-                proc.argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT
-            )
-            started.append((popen, log_file))
-            _wait_ready(proc, popen, log_path, timeout_s=90)
-        yield RunningStack(var, overrides, overrides["EXAI_WS_TOKEN"])
+            started = running.processes[proc.name] = StackProcess.start(proc, env, log_path, "wb")
+            _wait_ready(proc, started.popen, log_path, timeout_s=90)
+        yield running
     finally:
-        for popen, log_file in reversed(started):
-            if popen.poll() is None:
-                popen.terminate()
-            try:
-                popen.wait(20)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait(5)
-            log_file.close()
+        for started in reversed(list(running.processes.values())):
+            started.stop()

@@ -22,14 +22,17 @@ from tests.integration.storage_adapter.conftest import (
     make_settings,
     running_adapter,
 )
+from tests.support.internal_auth import PROVIDER_TOKEN, STORAGE_TOKEN, bearer
 from tests.support.servers import PostgresServer, RedisServer
 
 # Requests per API: a fifth of the WebSocket frame budget (2,000 in `make test`).
 REQUESTS = max(20, FUZZ_FRAMES // 5)
 
 
-def fuzz_api(base_url: str) -> Counter[int]:
-    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+def fuzz_api(base_url: str, token: str) -> Counter[int]:
+    """`token`: the service's internal token, sent as the gateway sends it."""
+    headers = bearer(token)
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", headers=headers)
     cases = st.one_of(
         schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE)
     )
@@ -44,7 +47,7 @@ def fuzz_api(base_url: str) -> Counter[int]:
     @given(cases)
     def call(case: schemathesis.Case) -> None:
         response = case.call_and_validate(
-            base_url=base_url, checks=[not_a_server_error], timeout=30
+            base_url=base_url, headers=headers, checks=[not_a_server_error], timeout=30
         )
         statuses[response.status_code] += 1
 
@@ -53,13 +56,13 @@ def fuzz_api(base_url: str) -> Counter[int]:
 
 
 def test_provider_proxy_answers_generated_requests_without_5xx(fuzz_stack: FuzzStack) -> None:
-    statuses = fuzz_api(fuzz_stack.stack.proxy_url)
+    statuses = fuzz_api(fuzz_stack.stack.proxy_url, PROVIDER_TOKEN)
     assert sum(statuses.values()) >= REQUESTS // 2
     assert any(200 <= status < 300 for status in statuses), statuses  # not only rejections
 
 
 def test_storage_adapter_answers_generated_requests_without_5xx(fuzz_stack: FuzzStack) -> None:
-    statuses = fuzz_api(fuzz_stack.stack.storage_url)
+    statuses = fuzz_api(fuzz_stack.stack.storage_url, STORAGE_TOKEN)
     assert sum(statuses.values()) >= REQUESTS // 2
     assert any(200 <= status < 300 for status in statuses), statuses
 
@@ -73,6 +76,6 @@ def test_storage_adapter_on_postgres_and_redis_answers_generated_requests_withou
     database_url = loop.run(create_database(postgres_srv))
     settings = make_settings(EXAI_DATABASE_URL=database_url, REDIS_URL=redis_srv.url)
     adapter = loop.enter(running_adapter(fuzz_stack.stack.captured, settings))
-    statuses = fuzz_api(str(adapter.client.base_url).rstrip("/"))
+    statuses = fuzz_api(str(adapter.client.base_url).rstrip("/"), STORAGE_TOKEN)
     assert sum(statuses.values()) >= REQUESTS // 2
     assert any(200 <= status < 300 for status in statuses), statuses

@@ -17,6 +17,7 @@ from llm_simulator.app import create_app
 from llm_simulator.settings import SimulatorSettings
 from llm_simulator.state import SimulatorState
 from tests.support.asgi import serve_app
+from tests.support.internal_auth import SIMULATOR_ADMIN_TOKEN, SimulatorAdminAuth
 from tests.support.sse import chunks, sse_payloads, streamed_text  # noqa: F401 (re-exported)
 from tests.support.telemetry import CapturedTelemetry
 
@@ -41,7 +42,7 @@ class Simulator:
 async def running_simulator(
     captured: CapturedTelemetry, **overrides: Any
 ) -> AsyncIterator[Simulator]:
-    settings = SimulatorSettings(**overrides)
+    settings = SimulatorSettings(**{"simulator_admin_token": SIMULATOR_ADMIN_TOKEN, **overrides})
     telemetry, _ = captured.build("llm-simulator", settings)
     app = create_app(settings, telemetry)
     async with serve_app(app) as url:
@@ -56,7 +57,10 @@ async def sim(captured: CapturedTelemetry) -> AsyncIterator[Simulator]:
 
 @pytest.fixture
 async def client(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sim.url, headers=AUTH, timeout=10 * TIME_SCALE) as c:
+    # The fake API key on chat requests, the admin token on /admin/*.
+    async with httpx.AsyncClient(
+        base_url=sim.url, headers=AUTH, auth=SimulatorAdminAuth(), timeout=10 * TIME_SCALE
+    ) as c:
         yield c
 
 

@@ -17,6 +17,7 @@ from tests.integration.llm_simulator.conftest import (
     chat_body,
     running_simulator,
 )
+from tests.support.internal_auth import SimulatorAdminAuth
 from tests.support.telemetry import CapturedTelemetry
 
 pytestmark = pytest.mark.integration
@@ -75,7 +76,9 @@ async def test_latency_defaults_from_settings_and_updates_partially(
 ) -> None:
     async with (
         running_simulator(captured, latency_ms=5, tokens_per_s=50) as sim,
-        httpx.AsyncClient(base_url=sim.url, timeout=10 * TIME_SCALE) as client,
+        httpx.AsyncClient(
+            base_url=sim.url, auth=SimulatorAdminAuth(), timeout=10 * TIME_SCALE
+        ) as client,
     ):
         assert (await client.get("/admin/latency")).json() == {"ms": 5, "tokens_per_s": 50}
         updated = await client.post("/admin/latency", json={"tokens_per_s": 0})

@@ -17,6 +17,7 @@ from tests.integration.llm_simulator.conftest import (
     running_simulator,
     sse_payloads,
 )
+from tests.support.internal_auth import SimulatorAdminAuth
 from tests.support.telemetry import CapturedTelemetry
 
 pytestmark = pytest.mark.integration
@@ -106,7 +107,9 @@ async def test_slow_stream_trickles_and_stops_when_the_client_leaves(
 ) -> None:
     async with (
         running_simulator(captured, slow_tokens_per_s=10, tokens_per_s=0) as sim,
-        httpx.AsyncClient(base_url=sim.url, headers=AUTH, timeout=10 * TIME_SCALE) as client,
+        httpx.AsyncClient(
+            base_url=sim.url, headers=AUTH, auth=SimulatorAdminAuth(), timeout=10 * TIME_SCALE
+        ) as client,
     ):
         started = time.monotonic()
         async with client.stream(
@@ -217,7 +220,9 @@ async def test_global_fault_for_one_provider_until_cleared(
 async def test_global_fault_rate_is_reproducible_with_a_seed(captured: CapturedTelemetry) -> None:
     async with (
         running_simulator(captured, fault_seed=11) as sim,
-        httpx.AsyncClient(base_url=sim.url, headers=AUTH, timeout=10 * TIME_SCALE) as client,
+        httpx.AsyncClient(
+            base_url=sim.url, headers=AUTH, auth=SimulatorAdminAuth(), timeout=10 * TIME_SCALE
+        ) as client,
     ):
 
         async def run() -> list[int]:

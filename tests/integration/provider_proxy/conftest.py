@@ -29,6 +29,12 @@ from llm_simulator.state import SimulatorState
 from provider_proxy.app import ProxyState, create_app
 from provider_proxy.settings import ProxySettings
 from tests.support.asgi import serve_app
+from tests.support.internal_auth import (
+    PROVIDER_TOKEN,
+    SIMULATOR_ADMIN_TOKEN,
+    SimulatorAdminAuth,
+    bearer,
+)
 from tests.support.sse import chunks, sse_payloads, streamed_text  # noqa: F401 (re-exported)
 from tests.support.telemetry import CapturedTelemetry
 
@@ -83,7 +89,7 @@ class Stack:
     captured: CapturedTelemetry
 
     async def global_fault(self, mode: str, provider: str | None = None, **extra: Any) -> None:
-        async with httpx.AsyncClient(base_url=self.sim_url) as client:
+        async with httpx.AsyncClient(base_url=self.sim_url, auth=SimulatorAdminAuth()) as client:
             body = {"mode": mode, **extra}
             if provider is not None:
                 body["provider"] = provider
@@ -94,6 +100,8 @@ class Stack:
         return self.sim.stats.requests[provider]
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """A client of the proxy, sending its internal token as the gateway does."""
+        kwargs["headers"] = {**bearer(PROVIDER_TOKEN), **kwargs.get("headers", {})}
         return httpx.AsyncClient(base_url=self.url, timeout=20 * TIME_SCALE, **kwargs)
 
     async def chat(self, provider: str = "kimi", **extra: Any) -> httpx.Response:
@@ -118,12 +126,14 @@ async def running_stack(
     keys: bool = True,
     **proxy: Any,
 ) -> AsyncIterator[Stack]:
-    sim_settings = SimulatorSettings(**(simulator or {}))
+    sim_settings = SimulatorSettings(
+        **{"simulator_admin_token": SIMULATOR_ADMIN_TOKEN, **(simulator or {})}
+    )
     sim_telemetry, _ = captured.build(SIMULATOR, sim_settings)
     sim_app = create_simulator(sim_settings, sim_telemetry)
     faults = FaultFirst(sim_app)
     async with serve_app(faults) as sim_url:
-        options: dict[str, Any] = {**FAST, **proxy}
+        options: dict[str, Any] = {"provider_token": PROVIDER_TOKEN, **FAST, **proxy}
         if keys:
             options.setdefault("kimi_api_key", SecretStr(API_KEY))
             options.setdefault("glm_api_key", SecretStr(API_KEY))

@@ -7,6 +7,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from tests.integration.provider_proxy.conftest import MODEL, Stack
+from tests.support.internal_auth import PROVIDER_TOKEN
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
 
 def sdk(stack: Stack) -> AsyncOpenAI:
     # The proxy holds the provider keys; the SDK insists on one of its own.
-    return AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0)
+    return AsyncOpenAI(base_url=f"{stack.url}/v1", api_key=PROVIDER_TOKEN, max_retries=0)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -36,6 +36,12 @@ from tests.integration.provider_proxy.conftest import (
     running_stack,
 )
 from tests.support.asgi import serve_app
+from tests.support.internal_auth import (
+    PROVIDER_TOKEN,
+    SIMULATOR_ADMIN_TOKEN,
+    SimulatorAdminAuth,
+    bearer,
+)
 from tests.support.sse import chunks, streamed_text
 from tests.support.telemetry import CapturedTelemetry, metric_points
 
@@ -178,11 +184,14 @@ class Remote:
 async def external_stack(captured: CapturedTelemetry) -> AsyncIterator[tuple[str, Any]]:
     """A proxy whose providers have API keys and the *real* base URLs; the requests are
     carried in-process to an llm-simulator app, so nothing leaves the machine."""
-    sim_settings = SimulatorSettings()
+    sim_settings = SimulatorSettings(simulator_admin_token=SIMULATOR_ADMIN_TOKEN)
     sim_telemetry, _ = captured.build(SIMULATOR, sim_settings)
     simulator = create_simulator(sim_settings, sim_telemetry)
     settings = ProxySettings(
-        **FAST, kimi_api_key=SecretStr(API_KEY), glm_api_key=SecretStr(API_KEY)
+        **FAST,
+        kimi_api_key=SecretStr(API_KEY),
+        glm_api_key=SecretStr(API_KEY),
+        provider_token=SecretStr(PROVIDER_TOKEN),
     )
     telemetry, _ = captured.build(PROXY, settings)
     app = create_app(
@@ -198,7 +207,9 @@ async def test_third_party_apis_get_no_trace_context_or_baggage(
 ) -> None:
     host = {"kimi": "api.moonshot.ai", "glm": "open.bigmodel.cn"}[provider]
     async with external_stack(captured) as (url, simulator):
-        async with httpx.AsyncClient(base_url=url, timeout=20 * TIME_SCALE) as client:
+        async with httpx.AsyncClient(
+            base_url=url, headers=bearer(PROVIDER_TOKEN), timeout=20 * TIME_SCALE
+        ) as client:
             response = await client.post(
                 "/v1/chat/completions",
                 json=chat_body(provider),
@@ -206,7 +217,9 @@ async def test_third_party_apis_get_no_trace_context_or_baggage(
             )
         assert response.status_code == 200
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=simulator), base_url="http://simulator"
+            transport=httpx.ASGITransport(app=simulator),
+            base_url="http://simulator",
+            auth=SimulatorAdminAuth(),
         ) as admin:
             seen = (await admin.get("/admin/last-request")).json()
         await eventually(
@@ -234,6 +247,6 @@ async def test_the_simulator_gets_trace_context_and_baggage(stack: Stack) -> Non
     """Keyed providers pointed at a simulator on loopback (like the end-to-end test):
     the simulator's spans belong in the caller's trace."""
     assert (await stack.chat("kimi")).status_code == 200
-    async with httpx.AsyncClient(base_url=stack.sim_url) as admin:
+    async with httpx.AsyncClient(base_url=stack.sim_url, auth=SimulatorAdminAuth()) as admin:
         seen = (await admin.get("/admin/last-request")).json()
     assert {"traceparent", "baggage"} <= set(seen["header_names"])

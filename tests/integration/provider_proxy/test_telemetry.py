@@ -205,8 +205,9 @@ async def test_metrics_for_tokens_cost_retries_outcomes_and_circuits(
         assert requests == {
             ("kimi", MODEL["kimi"], "ok", None): 1,
             ("glm", "glm-4.5", "error", "server_error"): 1,
-            # Unlisted model names share one label value: label sets stay bounded.
-            ("kimi", "other", "error", "rejected"): 1,
+            # Unlisted model names share one label value: label sets stay bounded. A
+            # provider's 404 for the request is the client's mistake, not its failure.
+            ("kimi", "other", "client_error", "rejected"): 1,
         }
         durations = {
             (a["gen_ai.provider.name"], a.get("error.type")): p.count

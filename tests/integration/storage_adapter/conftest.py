@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from storage_adapter.app import create_app
 from storage_adapter.settings import StorageSettings
 from tests.support.asgi import serve_app
+from tests.support.internal_auth import STORAGE_TOKEN, bearer
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.telemetry import CapturedTelemetry, metric_points
 
@@ -34,6 +35,7 @@ def make_settings(**values: Any) -> StorageSettings:
         "SUPABASE_URL": None,
         "SUPABASE_KEY": None,
         "REDIS_URL": None,
+        "EXAI_STORAGE_TOKEN": STORAGE_TOKEN,
         "EXAI_REDIS_TIMEOUT_S": 0.3 * TIME_SCALE,
         "EXAI_CACHE_RETRY_S": 0.2 * TIME_SCALE,
     }
@@ -68,7 +70,10 @@ async def running_adapter(
     app = create_app(settings, telemetry)
     async with (
         serve_app(app) as url,
-        httpx.AsyncClient(base_url=url, timeout=10 * TIME_SCALE) as client,
+        # Sends the internal token, as the gateway does.
+        httpx.AsyncClient(
+            base_url=url, headers=bearer(STORAGE_TOKEN), timeout=10 * TIME_SCALE
+        ) as client,
     ):
         yield Adapter(client, reader, app)
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.integration.storage_adapter.conftest import TIME_SCALE
+from tests.support.internal_auth import STORAGE_TOKEN, TOKEN_ENV, bearer
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,7 @@ BACKEND_VARIABLES = ("EXAI_DATABASE_URL", "SUPABASE_URL", "SUPABASE_KEY", "REDIS
 
 def environment(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in BACKEND_VARIABLES}
-    env.update({"OTEL_SDK_DISABLED": "true", "PYTHONUNBUFFERED": "1", **values})
+    env.update({"OTEL_SDK_DISABLED": "true", "PYTHONUNBUFFERED": "1", **TOKEN_ENV, **values})
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     return env
 
@@ -52,6 +53,7 @@ def test_serves_with_the_defaults_and_stops_on_sigterm(tmp_path: Path) -> None:
         stored = httpx.post(
             f"http://127.0.0.1:{port}/v1/conversations/main-test/messages",
             json={"role": "user", "content": "hi", "idempotency_key": "k"},
+            headers=bearer(STORAGE_TOKEN),
         )
         assert stored.status_code == 201
         # The default SQLite file lives under ./var relative to the working directory.

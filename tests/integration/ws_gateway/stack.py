@@ -26,6 +26,13 @@ from provider_proxy.settings import ProxySettings
 from storage_adapter.app import create_app as create_storage
 from storage_adapter.settings import StorageSettings
 from tests.support.asgi import serve_app
+from tests.support.internal_auth import (
+    PROVIDER_TOKEN,
+    SIMULATOR_ADMIN_TOKEN,
+    STORAGE_TOKEN,
+    SimulatorAdminAuth,
+    bearer,
+)
 from tests.support.telemetry import CapturedTelemetry
 from ws_gateway.server import Gateway, create_gateway
 from ws_gateway.settings import GatewaySettings
@@ -57,6 +64,8 @@ class Stack:
             "EXAI_WS_PORT": 0,
             "EXAI_PROVIDER_URL": self.proxy_url,
             "EXAI_STORAGE_URL": self.storage_url,
+            "EXAI_PROVIDER_TOKEN": PROVIDER_TOKEN,
+            "EXAI_STORAGE_TOKEN": STORAGE_TOKEN,
             "EXAI_SHUTDOWN_GRACE_S": 1,
             **env,
         }
@@ -67,7 +76,9 @@ class Stack:
         return gateway, reader
 
     async def simulator(self, method: str, path: str, body: Any = None) -> Any:
-        async with httpx.AsyncClient(base_url=self.simulator_url, timeout=5) as client:
+        async with httpx.AsyncClient(
+            base_url=self.simulator_url, auth=SimulatorAdminAuth(), timeout=5
+        ) as client:
             response = await client.request(method, path, json=body)
             response.raise_for_status()
             return response.json()
@@ -77,7 +88,9 @@ class Stack:
         return result
 
     async def history(self, continuation_id: str) -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(base_url=self.storage_url, timeout=5) as client:
+        async with httpx.AsyncClient(
+            base_url=self.storage_url, headers=bearer(STORAGE_TOKEN), timeout=5
+        ) as client:
             response = await client.get(f"/v1/conversations/{continuation_id}")
             response.raise_for_status()
             messages: list[dict[str, Any]] = response.json()["messages"]
@@ -89,7 +102,9 @@ async def running_stack(
     captured: CapturedTelemetry, tmp_path: Path, **gateway_env: Any
 ) -> AsyncIterator[Stack]:
     async with contextlib.AsyncExitStack() as exit_stack:
-        sim_settings = SimulatorSettings.model_validate({"SIM_HANG_S": 60})
+        sim_settings = SimulatorSettings.model_validate(
+            {"SIM_HANG_S": 60, "EXAI_SIMULATOR_ADMIN_TOKEN": SIMULATOR_ADMIN_TOKEN}
+        )
         sim_telemetry, _ = captured.build("llm-simulator", sim_settings)
         simulator_url = await exit_stack.enter_async_context(
             serve_app(create_simulator(sim_settings, sim_telemetry))
@@ -102,6 +117,7 @@ async def running_stack(
                 "GLM_BASE_URL": f"{simulator_url}/api/paas/v4",
                 "EXAI_RETRY_BASE_DELAY_S": 0.01,
                 "EXAI_RETRY_MAX_DELAY_S": 0.05,
+                "EXAI_PROVIDER_TOKEN": PROVIDER_TOKEN,
             }
         )
         proxy_telemetry, proxy_reader = captured.build("provider-proxy", proxy_settings)
@@ -109,7 +125,7 @@ async def running_stack(
             serve_app(create_proxy(proxy_settings, proxy_telemetry))
         )
         storage_settings = StorageSettings.model_validate(
-            {"EXAI_SQLITE_PATH": str(tmp_path / "exai.db")}
+            {"EXAI_SQLITE_PATH": str(tmp_path / "exai.db"), "EXAI_STORAGE_TOKEN": STORAGE_TOKEN}
         )
         storage_telemetry, _ = captured.build("storage-adapter", storage_settings)
         storage_url = await exit_stack.enter_async_context(

@@ -17,14 +17,17 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.integration.ws_gateway.stack import TIME_SCALE, TOKEN
+from tests.support.internal_auth import PROVIDER_TOKEN, STORAGE_TOKEN
 from tests.support.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 
 
 def clean_env(**extra: str) -> dict[str, str]:
+    """No EXAI_/OTEL_ settings but the internal tokens every deployment has."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXAI_", "OTEL_"))}
-    return {**env, **extra}
+    internal = {"EXAI_PROVIDER_TOKEN": PROVIDER_TOKEN, "EXAI_STORAGE_TOKEN": STORAGE_TOKEN}
+    return {**env, **internal, **extra}
 
 
 @pytest.fixture

@@ -64,10 +64,16 @@ async def test_chat_memory_across_two_calls(stack: Stack) -> None:
             await client.run("chat", {"prompt": "What is my name?", "continuation_id": cid}, "2")
         )
         control = final(await client.run("chat", {"prompt": "What is my name?"}, "3"))
-    assert first["metadata"]["memory"] == {"read": "new", "history_messages": 0, "write": "stored"}
+    assert first["metadata"]["memory"] == {
+        "read": "new",
+        "history_messages": 0,
+        "history_messages_dropped": 0,
+        "write": "stored",
+    }
     assert second["metadata"]["memory"] == {
         "read": "loaded",
         "history_messages": 2,
+        "history_messages_dropped": 0,
         "write": "stored",
     }
     # The second call sent the first exchange along: more prompt tokens than the same
@@ -110,6 +116,7 @@ async def test_chat_degrades_without_storage(captured: CapturedTelemetry, tmp_pa
     assert result["metadata"]["memory"] == {
         "read": "unavailable",
         "history_messages": 0,
+        "history_messages_dropped": 0,
         "write": "failed",
     }
 

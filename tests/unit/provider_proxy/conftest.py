@@ -7,6 +7,7 @@ import os
 import pytest
 
 from provider_proxy.settings import ProxySettings
+from tests.support.internal_auth import set_token_env
 
 
 @pytest.fixture(autouse=True)
@@ -18,4 +19,6 @@ def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     for name in names & set(os.environ):
         monkeypatch.delenv(name)
+    # ... except the internal token every deployment has (exai_telemetry.internal_auth).
+    set_token_env(monkeypatch, "EXAI_PROVIDER_TOKEN")
     monkeypatch.chdir(os.path.dirname(__file__))  # no stray .env file

@@ -157,3 +157,24 @@ def test_trace_context_goes_to_the_simulator_never_to_the_real_apis() -> None:
         )
     )
     assert at_simulator["glm"].endpoint.propagate_context
+
+
+@pytest.mark.parametrize("cls", [KimiAdapter, GlmAdapter])
+def test_prepare_copies_only_what_it_changes(cls: type[KimiAdapter]) -> None:
+    # No deep copy: whatever the client nested is shared, never walked (a deep copy of
+    # 600 levels raised RecursionError, a 500).
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    original = body(
+        messages=[{"role": "developer", "content": "be brief"}, {"role": "user", "content": "x"}],
+        stream=True,
+        stream_options={"include_usage": False},
+        x=deep,
+    )
+    payload = adapter(cls).prepare(original, "m")
+    assert payload["x"] is deep
+    assert payload["messages"][1] is original["messages"][1]  # type: ignore[index]
+    assert original["messages"][0]["role"] == "developer"  # type: ignore[index]
+    assert original["stream_options"] == {"include_usage": False}
+    assert original["model"] == "m" and "max_tokens" not in original

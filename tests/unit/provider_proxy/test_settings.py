@@ -51,6 +51,9 @@ def test_bad_json_names_the_variable_in_one_line(
         ({"EXAI_RETRY_MAX_ATTEMPTS": "0"}, "EXAI_RETRY_MAX_ATTEMPTS"),
         ({"EXAI_CIRCUIT_FAILURE_THRESHOLD": "0"}, "EXAI_CIRCUIT_FAILURE_THRESHOLD"),
         ({"EXAI_PROVIDER_PROXY_PORT": "70000"}, "EXAI_PROVIDER_PROXY_PORT"),
+        ({"EXAI_MAX_SSE_LINE_BYTES": "100"}, "EXAI_MAX_SSE_LINE_BYTES"),
+        ({"EXAI_MAX_STREAM_BYTES": "lots"}, "EXAI_MAX_STREAM_BYTES"),
+        ({"EXAI_UPSTREAM_MAX_CONNECTIONS": "0"}, "EXAI_UPSTREAM_MAX_CONNECTIONS"),
     ],
 )
 def test_bad_values_name_their_variable(
@@ -106,3 +109,11 @@ def test_defaults_point_at_port_8090_and_the_local_simulator() -> None:
     assert settings.port == 8090
     assert settings.simulator_url == "http://127.0.0.1:8099"
     assert settings.model_provider_map == {"kimi-*": "kimi", "moonshot-*": "kimi", "glm-*": "glm"}
+
+
+def test_what_a_provider_may_send_and_the_pool_are_bounded_by_default() -> None:
+    settings = ProxySettings()
+    assert settings.max_upstream_body_bytes == 16 * 1024 * 1024
+    assert settings.max_sse_line_bytes == 1024 * 1024
+    assert settings.max_stream_bytes == 64 * 1024 * 1024
+    assert settings.upstream_max_connections == 200

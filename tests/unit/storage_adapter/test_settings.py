@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from exai_telemetry.settings import describe_validation_error
 from storage_adapter.settings import StorageSettings, async_database_url
+from tests.support.internal_auth import STORAGE_TOKEN
 
 UNSET = {"EXAI_DATABASE_URL": None, "SUPABASE_URL": None, "SUPABASE_KEY": None, "REDIS_URL": None}
 
@@ -67,6 +68,7 @@ def test_secrets_are_registered_for_redaction() -> None:
         "postgresql://u:hunter2-pass@db/exai",
         "redis://:redis-pass-1@r:6379/0",
         "sb-key-123456",
+        STORAGE_TOKEN,
     }
     assert "hunter2" not in repr(s)
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from ws_gateway.clients import Completion, ProviderClient, StoredMessage
-from ws_gateway.errors import ProviderError, StorageError, ToolValidationError
+from ws_gateway.breaker import CircuitBreaker
+from ws_gateway.clients import Completion, ProviderClient, StorageRejected, StoredMessage
+from ws_gateway.errors import ProviderError, ToolValidationError
 from ws_gateway.settings import GatewaySettings
 from ws_gateway.tools import (
     CallContext,
@@ -99,16 +100,20 @@ def test_idempotency_keys_come_from_the_call_id_and_the_role() -> None:
 
 @dataclass
 class FakeStorage:
-    """Records appends; fails the first `fail_appends` of them like a flaky adapter."""
+    """Records appends; the first `fail_appends` of them find no conversation (404), as
+    when the read that would have created it failed."""
 
     fail_appends: int = 0
     appended: list[tuple[str, str, str]] = field(default_factory=list)
     keys_seen: list[str] = field(default_factory=list)
+    breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(5, 10))
 
-    async def history(self, continuation_id: str) -> list[StoredMessage] | None:
+    async def history(
+        self, continuation_id: str, *, client_id: str, budget_s: float
+    ) -> list[StoredMessage] | None:
         return [StoredMessage(role, content) for role, content, _ in self.appended]
 
-    async def create(self, continuation_id: str) -> None:
+    async def create(self, continuation_id: str, *, client_id: str, budget_s: float) -> None:
         return None
 
     async def append(
@@ -118,11 +123,14 @@ class FakeStorage:
         content: str,
         idempotency_key: str,
         metadata: dict[str, Any] | None = None,
+        *,
+        client_id: str,
+        budget_s: float,
     ) -> None:
         self.keys_seen.append(idempotency_key)
         if self.fail_appends:
             self.fail_appends -= 1
-            raise StorageError("storage-adapter answered 503: busy")
+            raise StorageRejected("storage-adapter answered 404: no such conversation", 404)
         if all(key != idempotency_key for _, _, key in self.appended):
             self.appended.append((role, content, idempotency_key))
 
