@@ -9,6 +9,8 @@ baggage and echoes the ID back, with the server span's `traceparent`.
 from __future__ import annotations
 
 import logging
+import math
+import signal
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -44,6 +46,9 @@ _TRACE_CONTEXT = TraceContextTextMapPropagator()
 # Regexes searched in the full request URL (scheme://host/path): anchored so that a
 # conversation called "healthcare-1" is still traced.
 HEALTH_PATHS = r"^[a-z]+://[^/]+/health(/live|/ready)?/?$"
+
+# What uvicorn handles: each starts a graceful shutdown.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def add_health_routes(
@@ -169,18 +174,31 @@ class BodyLimit:
 
 
 def serve(app: FastAPI, settings: ServiceSettings, port: int) -> None:
-    """Run until SIGINT/SIGTERM; uvicorn stops accepting, drains in-flight requests for
-    up to `EXAI_SHUTDOWN_GRACE_S`, then the app's lifespan flushes telemetry."""
+    """Run until SIGINT/SIGTERM; uvicorn stops accepting, lets in-flight requests
+    (streams included) finish for up to `EXAI_SHUTDOWN_GRACE_S`, then runs the app's
+    lifespan shutdown; this returns, and the caller flushes telemetry."""
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        # Rounded up: a fractional grace must never become 0 (no drain at all).
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    # Once drained, uvicorn raises the signal again for the handler installed before
+    # it. The default handler would kill the process there (-SIGTERM), before the
+    # caller's telemetry flush; uvicorn's own handler, installed here first, only asks
+    # an already stopped server to stop, so `run()` returns and the process exits 0.
+    # It also covers a signal that arrives before uvicorn installs its handlers.
+    previous = {signum: signal.signal(signum, server.handle_exit) for signum in STOP_SIGNALS}
+    try:
+        server.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_service(
@@ -196,5 +214,6 @@ def run_service(
     try:
         serve(create_app(settings, telemetry), settings, port(settings))
     finally:
-        # After uvicorn has drained in-flight requests: flush what they recorded.
+        # After uvicorn has drained in-flight requests: flush what they recorded
+        # (bounded by EXAI_TELEMETRY_FLUSH_S).
         telemetry.shutdown()

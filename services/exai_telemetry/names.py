@@ -9,6 +9,8 @@ from typing import Final
 # --- span / metric attributes -------------------------------------------------------
 CORRELATION_ID: Final = "exai.correlation_id"
 SESSION_ID: Final = "exai.session_id"  # spans only: unbounded
+# Spans only: which client's token authenticated the call (the id, never the token).
+CLIENT_ID: Final = "exai.client.id"
 REQUEST_ID: Final = "exai.request_id"  # spans only: unbounded
 CONTINUATION_ID: Final = "exai.continuation_id"  # spans only: unbounded
 TOOL: Final = "exai.tool"

@@ -85,6 +85,12 @@ class ServiceSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", validation_alias="EXAI_HOST")
     shutdown_grace_s: float = Field(default=10.0, gt=0, validation_alias="EXAI_SHUTDOWN_GRACE_S")
+    # After the drain: the last export of spans, log records and metrics, all three in
+    # this many seconds at most (a hung collector costs this, then they are dropped).
+    # The compose stop_grace_period covers drain + flush (tests/unit/test_config_compose).
+    telemetry_flush_s: float = Field(
+        default=5.0, gt=0, le=60, validation_alias="EXAI_TELEMETRY_FLUSH_S"
+    )
     # Service-to-service tokens (exai_telemetry.internal_auth) are required unless this
     # is off: a developer's explicit opt-out, never a default.
     internal_auth: bool = Field(default=True, validation_alias="EXAI_INTERNAL_AUTH")

@@ -17,7 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, propagate, trace
@@ -63,6 +66,7 @@ class Telemetry:
     secrets: SecretRegistry
     capture_content: bool
     logger_provider: LoggerProvider | None = None
+    flush_timeout_s: float = 5.0
     _shut_down: bool = field(default=False, repr=False)
 
     def tracer(self, name: str) -> trace.Tracer:
@@ -71,18 +75,60 @@ class Telemetry:
     def meter(self, name: str) -> metrics.Meter:
         return self.meter_provider.get_meter(name)
 
-    def shutdown(self) -> None:
-        """Flush and stop exporters; safe to call twice."""
+    def shutdown(self) -> bool:
+        """Export what is queued (spans, log records, one last metric collection) and
+        stop the exporters, within `flush_timeout_s` in all; safe to call twice.
+
+        The three providers flush in parallel. Each provider's shutdown exports its
+        queue; force_flush() is not called: it ignores its timeout in this SDK version.
+        Neither is a provider's own bound enough (the batch processors wait up to 30 s,
+        and each export retries for up to EXAI_OTLP_TIMEOUT_S), so a hung collector is
+        left behind at the deadline: False, and the rest is dropped rather than the
+        process being killed at the end of its stop grace period with nothing flushed.
+        """
         if self._shut_down:
-            return
+            return True
         self._shut_down = True
         if self.logger_provider is not None:
+            # From here on log lines go to stdout only (this warning below included).
             detach_otlp_logs()
-            self.logger_provider.shutdown()
-        # shutdown() exports what is queued, bounded by the processor's own timeout;
-        # force_flush() is not bounded in this SDK version, so it is not called.
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown(timeout_millis=5000)
+        timeout_ms = self.flush_timeout_s * 1000
+        steps: dict[str, Callable[[], object]] = {
+            "traces": self.tracer_provider.shutdown,
+            "metrics": lambda: self.meter_provider.shutdown(timeout_millis=timeout_ms),
+        }
+        if self.logger_provider is not None:
+            steps["logs"] = self.logger_provider.shutdown
+        started = time.monotonic()
+        threads = [
+            threading.Thread(
+                target=_quietly, args=(name, step), name=f"exai-flush-{name}", daemon=True
+            )
+            for name, step in steps.items()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, started + self.flush_timeout_s - time.monotonic()))
+        unfinished = [
+            name for name, thread in zip(steps, threads, strict=True) if thread.is_alive()
+        ]
+        if unfinished:
+            logger.warning(
+                "telemetry flush not done within %gs (EXAI_TELEMETRY_FLUSH_S): %s dropped",
+                self.flush_timeout_s,
+                ", ".join(unfinished),
+            )
+            return False
+        logger.debug("telemetry flushed in %.3fs", time.monotonic() - started)
+        return True
+
+
+def _quietly(name: str, step: Callable[[], object]) -> None:
+    try:
+        step()
+    except Exception:  # a failed flush must not stop the others or the shutdown
+        logger.warning("telemetry flush of %s failed", name, exc_info=True)
 
 
 def _views() -> list[View]:
@@ -244,4 +290,5 @@ def setup_telemetry(
         registry,
         settings.capture_content,
         logger_provider=logger_provider,
+        flush_timeout_s=settings.telemetry_flush_s,
     )

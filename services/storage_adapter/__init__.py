@@ -23,8 +23,10 @@ Exceptions::
      ├── StoreUnavailable        the durable store cannot be used → 503 STORAGE_UNAVAILABLE
      │    └── SchemaError        its tables are missing or newer than this adapter
      ├── CacheUnavailable        the cache failed (never reaches a client)
-     ├── ConversationNotFound    → 404 NOT_FOUND
+     ├── ConversationNotFound    → 404 NOT_FOUND (also: another client's conversation)
+     ├── ContinuationIdTaken     create under another client's ID → 409
      ├── IdempotencyConflict     same idempotency_key, different message → 409
+     ├── InvalidData             the store refused the data itself → 422 VALIDATION_ERROR
      └── LimitExceeded           input over a configured size → 422 VALIDATION_ERROR
 """
 

@@ -10,9 +10,17 @@
   409 when it was used for a different one. The conversation is created on the first
   message if it does not exist yet, so a client can store history with one request.
 
-Errors: ``{"error": {"code", "message"}}`` — 404 NOT_FOUND, 409 IDEMPOTENCY_CONFLICT,
-413 PAYLOAD_TOO_LARGE, 422 VALIDATION_ERROR, 503 STORAGE_UNAVAILABLE (durable store
-down; nothing was written).
+Every request may carry ``X-EXAI-Client-ID`` (``exai_contracts.ids``; absent means
+``default``): the client the gateway serves. A conversation belongs to the client that
+created it; to any other it answers exactly like one that does not exist (404), and
+creating it again is 409 CONTINUATION_ID_TAKEN. Continuation IDs follow the one shared
+pattern, in the path and in the body; a path with percent-encoding (which no valid ID
+needs) is refused rather than decoded into another route.
+
+Errors: ``{"error": {"code", "message"}}`` — 404 NOT_FOUND, 409 IDEMPOTENCY_CONFLICT or
+CONTINUATION_ID_TAKEN, 413 PAYLOAD_TOO_LARGE, 422 VALIDATION_ERROR (also data the
+durable store refuses), 503 STORAGE_UNAVAILABLE (durable store down; nothing was
+written).
 """
 
 from __future__ import annotations
@@ -21,18 +29,25 @@ import logging
 import uuid
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from exai_contracts.ids import CONTINUATION_ID_PATTERN
+from exai_contracts.ids import (
+    CLIENT_ID_HEADER,
+    CLIENT_ID_PATTERN,
+    CONTINUATION_ID_PATTERN,
+    DEFAULT_CLIENT_ID,
+)
 from exai_telemetry import names
 from storage_adapter.errors import (
+    ContinuationIdTaken,
     ConversationNotFound,
     ErrorCode,
     IdempotencyConflict,
+    InvalidData,
     LimitExceeded,
     StoreUnavailable,
 )
@@ -49,9 +64,39 @@ from storage_adapter.service import ConversationService
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1")
+
+def _literal_path(request: Request) -> None:
+    """Routing matches the decoded path, so ``abc%2Fmessages`` would reach the
+    messages route of ``abc``: refuse percent-encoding, which no valid ID needs."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    if b"%" in raw:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("path", "continuation_id"),
+                    "msg": "percent-encoded characters never occur in a continuation ID",
+                    "type": "value_error",
+                }
+            ]
+        )
+
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(_literal_path)])
 
 ContinuationId = Annotated[str, Path(pattern=CONTINUATION_ID_PATTERN)]
+
+
+def _client_id(
+    header: Annotated[
+        str | None,
+        Header(
+            alias=CLIENT_ID_HEADER,
+            pattern=CLIENT_ID_PATTERN,
+            description="The client the caller acts for (owner of what it creates).",
+        ),
+    ] = None,
+) -> str:
+    return DEFAULT_CLIENT_ID if header is None else header
 
 
 def _service(request: Request) -> ConversationService:
@@ -64,23 +109,25 @@ def _limits(request: Request) -> Limits:
 
 Service = Annotated[ConversationService, Depends(_service)]
 Bounds = Annotated[Limits, Depends(_limits)]
+ClientId = Annotated[str, Depends(_client_id)]
 
 
-def _tag(continuation_id: str) -> None:
+def _tag(continuation_id: str, client_id: str) -> None:
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attribute(names.CONTINUATION_ID, continuation_id)
+        span.set_attribute(names.CLIENT_ID, client_id)
 
 
 @router.post("/conversations")
 async def create_conversation(
-    body: CreateConversationBody, service: Service, limits: Bounds
+    body: CreateConversationBody, service: Service, limits: Bounds, client_id: ClientId
 ) -> JSONResponse:
     limits.check_metadata(body.metadata)
     continuation_id = body.continuation_id or str(uuid.uuid4())
-    _tag(continuation_id)
+    _tag(continuation_id, client_id)
     conversation, created = await service.create_conversation(
-        continuation_id, body.title, body.metadata
+        continuation_id, client_id, body.title, body.metadata
     )
     return JSONResponse(conversation_document(conversation), status_code=201 if created else 200)
 
@@ -90,24 +137,30 @@ async def get_conversation(
     continuation_id: ContinuationId,
     service: Service,
     limits: Bounds,
+    client_id: ClientId,
     limit: Annotated[int | None, Query(ge=0)] = None,
 ) -> JSONResponse:
-    _tag(continuation_id)
+    _tag(continuation_id, client_id)
     conversation, messages, has_more = await service.get_history(
-        continuation_id, limits.history_limit(limit)
+        continuation_id, client_id, limits.history_limit(limit)
     )
     return JSONResponse(history_document(conversation, messages, has_more))
 
 
 @router.post("/conversations/{continuation_id}/messages")
 async def append_message(
-    continuation_id: ContinuationId, body: AppendMessageBody, service: Service, limits: Bounds
+    continuation_id: ContinuationId,
+    body: AppendMessageBody,
+    service: Service,
+    limits: Bounds,
+    client_id: ClientId,
 ) -> JSONResponse:
-    _tag(continuation_id)
+    _tag(continuation_id, client_id)
     limits.check_content(body.content)
     limits.check_metadata(body.metadata)
     result = await service.append_message(
         continuation_id,
+        client_id,
         NewMessage(body.role, body.content, body.idempotency_key, body.metadata),
     )
     return JSONResponse(
@@ -149,6 +202,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IdempotencyConflict)
     async def conflict(_request: Request, exc: IdempotencyConflict) -> JSONResponse:
         return error_response(409, ErrorCode.IDEMPOTENCY_CONFLICT, str(exc))
+
+    @app.exception_handler(ContinuationIdTaken)
+    async def taken(_request: Request, exc: ContinuationIdTaken) -> JSONResponse:
+        return error_response(409, ErrorCode.CONTINUATION_ID_TAKEN, str(exc))
+
+    @app.exception_handler(InvalidData)
+    async def refused(_request: Request, exc: InvalidData) -> JSONResponse:
+        # The store answered: not an outage, and nothing was written.
+        logger.warning("durable store refused a request's data: %s", exc.reason)
+        return error_response(
+            422,
+            ErrorCode.VALIDATION_ERROR,
+            f"the durable store cannot hold this data ({exc.reason}); nothing was written",
+        )
 
     @app.exception_handler(StoreUnavailable)
     async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:

@@ -27,7 +27,7 @@ from storage_adapter.service import ConversationService
 from storage_adapter.settings import StorageSettings
 from storage_adapter.store import DurableStore
 from storage_adapter.store.sql import SqlStore, create_engine, describe_location
-from storage_adapter.store.supabase import SupabaseStore
+from storage_adapter.store.supabase import NoPropagationTransport, SupabaseStore
 from storage_adapter.telemetry import (
     Dependencies,
     StorageMetrics,
@@ -49,16 +49,22 @@ class _Undo:
             self.steps.pop()()
 
 
+def supabase_http_client(settings: StorageSettings, telemetry: Telemetry) -> httpx.AsyncClient:
+    """Traced on our side; no trace context or baggage sent to Supabase."""
+    http = httpx.AsyncClient(timeout=settings.db_timeout_s, transport=NoPropagationTransport())
+    HTTPXClientInstrumentor.instrument_client(
+        http,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    return http
+
+
 async def build_store(settings: StorageSettings, telemetry: Telemetry, undo: _Undo) -> DurableStore:
     backend = settings.store_backend
     supabase_url, supabase_key = settings.supabase_url, settings.supabase_key
     if backend == "supabase" and supabase_url is not None and supabase_key is not None:
-        http = httpx.AsyncClient(timeout=settings.db_timeout_s)
-        HTTPXClientInstrumentor.instrument_client(
-            http,
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-        )
+        http = supabase_http_client(settings, telemetry)
         logger.info("durable store: Supabase REST at %s", redact_url(supabase_url))
         return await SupabaseStore.connect(
             supabase_url,

@@ -13,6 +13,7 @@ class ErrorCode(StrEnum):
     VALIDATION_ERROR = "VALIDATION_ERROR"
     NOT_FOUND = "NOT_FOUND"
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    CONTINUATION_ID_TAKEN = "CONTINUATION_ID_TAKEN"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -46,6 +47,28 @@ class ConversationNotFound(StorageAdapterError):
     def __init__(self, continuation_id: str) -> None:
         super().__init__(f"conversation {continuation_id!r} not found")
         self.continuation_id = continuation_id
+
+
+class ContinuationIdTaken(StorageAdapterError):
+    """Another client owns a conversation with this continuation ID (who, and what it
+    holds, is not said)."""
+
+    def __init__(self, continuation_id: str) -> None:
+        super().__init__(
+            f"continuation_id {continuation_id!r} is not available; choose another one"
+        )
+        self.continuation_id = continuation_id
+
+
+class InvalidData(StorageAdapterError):
+    """The durable store refused the data itself (SQLSTATE class 22 or 23, or the
+    driver could not encode it): the request's fault, not an outage. The API checks
+    input first; this is the backstop. The reason names codes, never the data."""
+
+    def __init__(self, operation: str, reason: str) -> None:
+        super().__init__(f"the durable store refused the data during {operation}: {reason}")
+        self.operation = operation
+        self.reason = reason
 
 
 class IdempotencyConflict(StorageAdapterError):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from exai_contracts.ids import DEFAULT_CLIENT_ID
+
 Role = Literal["user", "assistant", "system", "tool"]
 ROLES: tuple[str, ...] = get_args(Role)
 
@@ -37,11 +39,14 @@ class Conversation:
     metadata: JsonObject
     created_at: datetime
     updated_at: datetime
+    client_id: str = DEFAULT_CLIENT_ID
+    """The owner: only this client reads or appends to it (`X-EXAI-Client-ID`)."""
 
     def to_json(self) -> JsonObject:
         return {
             "id": self.id,
             "continuation_id": self.continuation_id,
+            "client_id": self.client_id,
             "title": self.title,
             "metadata": self.metadata,
             "created_at": iso_utc(self.created_at),
@@ -53,6 +58,7 @@ class Conversation:
         return cls(
             id=int(data["id"]),
             continuation_id=str(data["continuation_id"]),
+            client_id=str(data["client_id"]),
             title=data["title"],
             metadata=dict(data["metadata"]),
             created_at=as_utc(datetime.fromisoformat(data["created_at"])),

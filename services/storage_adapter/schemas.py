@@ -7,17 +7,23 @@ Responses (all timestamps ISO 8601 UTC):
 - message: ``{id, conversation_id, continuation_id, role, content, metadata,
   idempotency_key, created_at}``
 - error: ``{"error": {"code", "message"}}`` (+ ``details`` for validation errors)
+
+Text (content, title, metadata strings and keys) must be storable: no NUL, no lone
+surrogate; metadata numbers finite, nesting bounded; tracing keys are dropped from
+metadata (:mod:`storage_adapter.checks`). The owner of a conversation is never part
+of a document: only the owner ever sees one.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, Field, StrictStr
 
 from exai_contracts.ids import CONTINUATION_ID_PATTERN
+from storage_adapter.checks import check_text, clean_metadata
 from storage_adapter.errors import LimitExceeded
 from storage_adapter.models import Conversation, JsonObject, Message, Role
 
@@ -25,18 +31,21 @@ from storage_adapter.models import Conversation, JsonObject, Message, Role
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 MAX_TITLE_CHARS = 512
 
+StorableText = Annotated[StrictStr, AfterValidator(check_text)]
+Metadata = Annotated[dict[str, Any], AfterValidator(clean_metadata)]
+
 
 class CreateConversationBody(BaseModel):
     continuation_id: StrictStr | None = Field(default=None, pattern=CONTINUATION_ID_PATTERN)
-    title: StrictStr | None = Field(default=None, max_length=MAX_TITLE_CHARS)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    title: StorableText | None = Field(default=None, max_length=MAX_TITLE_CHARS)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class AppendMessageBody(BaseModel):
     role: Role
-    content: StrictStr
+    content: StorableText
     idempotency_key: StrictStr = Field(pattern=IDEMPOTENCY_KEY_PATTERN)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,14 +83,16 @@ class Limits:
 
 
 def conversation_document(conversation: Conversation) -> JsonObject:
-    return conversation.to_json()
+    document = conversation.to_json()
+    del document["client_id"]
+    return document
 
 
 def history_document(
     conversation: Conversation, messages: tuple[Message, ...], has_more: bool
 ) -> JsonObject:
     return {
-        **conversation.to_json(),
+        **conversation_document(conversation),
         "messages": [message_document(m, conversation.continuation_id) for m in messages],
         "has_more": has_more,
     }

@@ -1,9 +1,16 @@
 """Durable first, then cache: the adapter's one piece of orchestration.
 
-- write: durable store (one transaction), then merge into the cache entry; the cache
-  never holds a message that is not durable, and a cache failure never fails a write;
+- write: a write lease in the cache, the durable store (one transaction), then the
+  lease ended with the outcome (see :mod:`storage_adapter.cache`): the cache never
+  holds a message that is not durable, converges on one that is whatever happens in
+  between, and a cache failure never fails a write. The write and its cache update
+  run as one task that survives the request being cancelled (:meth:`close` waits);
 - read: the cache if it holds enough turns, else the durable store, then refill the
-  cache (only if no write happened meanwhile — see :mod:`storage_adapter.cache`).
+  cache (only if no write happened meanwhile);
+- ownership: a conversation belongs to the client that created it; to anyone else it
+  does not exist (404), and its continuation ID is taken (409 on create);
+- a store that refuses the data (:class:`InvalidData`) answered: that is the client's
+  error, and neither ``durable_up`` nor the failure counter moves.
 """
 
 from __future__ import annotations
@@ -16,7 +23,12 @@ from typing import TypeVar
 
 from exai_telemetry.health import ComponentHealth
 from storage_adapter.cache.guard import CacheGuard
-from storage_adapter.errors import ConversationNotFound, StoreUnavailable
+from storage_adapter.errors import (
+    ContinuationIdTaken,
+    ConversationNotFound,
+    StorageAdapterError,
+    StoreUnavailable,
+)
 from storage_adapter.models import (
     AppendResult,
     Conversation,
@@ -33,6 +45,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _LOG_INTERVAL_S = 60.0
+# How many DB timeouts a durable write can take at most (pool wait, connect, and the
+# statements of one append); a write lease lasts that long.
+WRITE_LEASE_DB_TIMEOUTS = 8
 
 
 class ConversationService:
@@ -55,6 +70,7 @@ class ConversationService:
         self._init_attempts = 0
         self._init_failure: str | None = None
         self._last_outage_log = 0.0
+        self._writes: set[asyncio.Task[AppendResult]] = set()
 
     async def start(self) -> None:
         """Create or check the schema now; if the store is down, keep trying on use."""
@@ -109,25 +125,30 @@ class ConversationService:
         return await self._durable(operation, call)
 
     async def create_conversation(
-        self, continuation_id: str, title: str | None, metadata: JsonObject
+        self, continuation_id: str, client_id: str, title: str | None, metadata: JsonObject
     ) -> tuple[Conversation, bool]:
-        return await self._run(
+        conversation, created = await self._run(
             "create_conversation",
             lambda: self.store.get_or_create_conversation(
-                continuation_id, title, metadata, utc_now()
+                continuation_id, client_id, title, metadata, utc_now()
             ),
         )
+        if conversation.client_id != client_id:
+            raise ContinuationIdTaken(continuation_id)
+        return conversation, created
 
     async def get_history(
-        self, continuation_id: str, limit: int
+        self, continuation_id: str, client_id: str, limit: int
     ) -> tuple[Conversation, tuple[Message, ...], bool]:
         """The conversation, its last ``limit`` messages (oldest first), and whether
-        older messages exist."""
+        older messages exist; ConversationNotFound if ``client_id`` does not own it."""
         lookup = await self.cache.lookup(continuation_id)
         if lookup is not None:
             cached = lookup.history
             if cached is not None and cached.can_serve(limit):
                 self._metrics.cache_lookup("hit")
+                if cached.conversation.client_id != client_id:
+                    raise ConversationNotFound(continuation_id)
                 return (cached.conversation, *cached.last(limit))
             self._metrics.cache_lookup("miss")
         # Read at least a full cache entry, so that the refill serves the next reads.
@@ -139,15 +160,53 @@ class ConversationService:
             raise ConversationNotFound(continuation_id)
         if lookup is not None:
             await self.cache.fill(continuation_id, history, lookup.token)
+        if history.conversation.client_id != client_id:
+            raise ConversationNotFound(continuation_id)
         return (history.conversation, *history.last(limit))
 
-    async def append_message(self, continuation_id: str, message: NewMessage) -> AppendResult:
-        result = await self._run(
-            "append_message",
-            lambda: self.store.append_message(continuation_id, message, utc_now()),
-        )
+    async def append_message(
+        self, continuation_id: str, client_id: str, message: NewMessage
+    ) -> AppendResult:
+        """Store ``message`` (once per idempotency key) and update the cache.
+
+        Cancelling the caller does not cancel the write: between the commit and the
+        cache update is no place to stop.
+        """
+        task = asyncio.create_task(self._append(continuation_id, client_id, message))
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+        return await asyncio.shield(task)
+
+    def _write_done(self, task: asyncio.Task[AppendResult]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that went away cannot
+
+    async def _append(
+        self, continuation_id: str, client_id: str, message: NewMessage
+    ) -> AppendResult:
+        lease = await self.cache.begin_write(continuation_id)
+        try:
+            result = await self._run(
+                "append_message",
+                lambda: self.store.append_message(continuation_id, client_id, message, utc_now()),
+            )
+        except StorageAdapterError as exc:
+            if isinstance(exc, StoreUnavailable):  # committed or not: unknown
+                await self.cache.abandon(continuation_id, lease)
+            else:  # refused; nothing written
+                await self.cache.release(continuation_id, lease, drop=False)
+            raise
+        except BaseException:
+            await self.cache.abandon(continuation_id, lease)
+            raise
         if result.created:
-            await self.cache.append(continuation_id, result.conversation, result.message)
+            await self.cache.append(continuation_id, result.conversation, result.message, lease)
+        else:
+            # A replay: the first attempt may have committed without updating the
+            # cache (its answer lost, its replica gone). Whatever the entry holds,
+            # the next read takes it from the durable store.
+            await self.cache.release(continuation_id, lease, drop=True)
         return result
 
     async def durable_health(self) -> ComponentHealth:
@@ -163,5 +222,8 @@ class ConversationService:
         return ComponentHealth(False, required=False, detail={"error": self.cache.last_error})
 
     async def close(self) -> None:
+        if self._writes:
+            # Each is bounded by the store's and the cache's own timeouts.
+            await asyncio.wait(set(self._writes))
         await self.store.close()
         await self.cache.cache.close()

@@ -191,6 +191,7 @@ class CallRunner:
             correlation_id=call.correlation_id,
             route=call.route,
             mcp_protocol_version=call.mcp_protocol_version,
+            client_id=call.client_id,
         )
 
     async def _run_tool(

@@ -36,7 +36,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from exai_contracts.ids import is_continuation_id
+from exai_contracts.ids import CLIENT_ID_HEADER, is_continuation_id
 from exai_telemetry.correlation import correlation_headers
 from exai_telemetry.setup import Telemetry
 from ws_gateway.breaker import CircuitBreaker
@@ -51,8 +51,6 @@ MAX_ERROR_DETAIL = 300
 # 4xx answers that say nothing about the request itself: the gateway's own
 # credentials/configuration (401, 403, 407), a slow hop (408) or load (429).
 NOT_THE_CALLERS_FAULT = frozenset({401, 403, 407, 408, 429})
-# Whose conversation a storage request is about (the client's id, never its token).
-CLIENT_ID_HEADER = "X-EXAI-Client-ID"
 
 ChunkSink = Callable[[str], Awaitable[None]]
 
@@ -331,7 +329,8 @@ class StorageClient:
             raise StorageError("storage-adapter sent a malformed conversation") from exc
 
     async def create(self, continuation_id: str, *, client_id: str, budget_s: float) -> None:
-        """Create the conversation; one that already exists is fine."""
+        """Create the conversation; one this client already has is fine (200). A 409
+        means the ID is another client's: :class:`StorageRejected`."""
         self._path(continuation_id)  # the same check as every other operation
         response = await self._send(
             "POST",
@@ -340,8 +339,7 @@ class StorageClient:
             budget_s,
             body={"continuation_id": continuation_id},
         )
-        if response.status_code != 409:
-            self._check(response)
+        self._check(response)
 
     async def append(
         self,

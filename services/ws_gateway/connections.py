@@ -20,12 +20,14 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Callable
 from functools import partial
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ws_gateway import mcp_protocol, protocol
+from ws_gateway.auth import DEFAULT_CLIENT_ID
 from ws_gateway.calls import CallRequest, CallRunner, CallSink, RunningCall
 from ws_gateway.errors import ErrorCode
 from ws_gateway.mcp_protocol import McpProtocol
@@ -103,10 +105,13 @@ class NativeConnection(_Connection):
         *,
         route: str,
         hello_timeout_s: float,
+        on_authenticated: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(ws, runner, route)
         self.proto = proto
         self._hello_timeout_s = hello_timeout_s
+        # The server lifts the pre-hello limits (frame size, unauthenticated place).
+        self._on_authenticated = on_authenticated
 
     def _pending_frames(self) -> list[str]:
         return self.proto.data_to_send()
@@ -149,12 +154,17 @@ class NativeConnection(_Connection):
                     correlation_id=event.correlation_id,
                     stream=event.stream,
                     route=self._route,
+                    client_id=self.proto.client_id or DEFAULT_CLIENT_ID,
                 )
                 self._start(call, self, streaming=event.stream)
             elif isinstance(event, protocol.CancelRequested):
                 self._cancel(event.request_id)
             elif isinstance(event, protocol.HelloAccepted):
-                logger.info("session %s authenticated", event.session_id)
+                logger.info(
+                    "session %s authenticated (client %s)", event.session_id, event.client_id
+                )
+                if self._on_authenticated is not None:
+                    self._on_authenticated()
 
     # --- CallSink -----------------------------------------------------------------
 
@@ -202,10 +212,17 @@ class McpConnection(_Connection):
     """MCP JSON-RPC on one socket (see :mod:`ws_gateway.mcp_protocol`)."""
 
     def __init__(
-        self, ws: ServerConnection, runner: CallRunner, proto: McpProtocol, *, route: str
+        self,
+        ws: ServerConnection,
+        runner: CallRunner,
+        proto: McpProtocol,
+        *,
+        route: str,
+        client_id: str = DEFAULT_CLIENT_ID,
     ) -> None:
         super().__init__(ws, runner, route)
         self.proto = proto
+        self.client_id = client_id  # authenticated at the upgrade
         # MCP has no hello: the connection is the session for the per-session limit.
         self.session_id = uuid.uuid4().hex
         self._progress: defaultdict[RequestId, int] = defaultdict(int)
@@ -240,6 +257,7 @@ class McpConnection(_Connection):
                     stream=False,
                     route=self._route,
                     mcp_protocol_version=self.proto.protocol_version,
+                    client_id=self.client_id,
                 )
                 self._start(call, self, streaming=False)
             else:

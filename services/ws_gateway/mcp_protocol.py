@@ -7,7 +7,15 @@ authorised. Supported: ``initialize``, ``notifications/initialized``, ``ping``,
 and ``notifications/cancelled``.
 
 Tool failures are results with ``isError: true`` (the model can read them and react);
-protocol mistakes are JSON-RPC errors.
+protocol mistakes are JSON-RPC errors: text that is not JSON this gateway accepts
+(:func:`~ws_gateway.sansio.parse_json`: too deeply nested, NaN, …) is a parse error, an
+``id`` holding a lone surrogate an invalid request, ``arguments`` holding one invalid
+params (no UTF-8 encoder takes it, so it cannot travel on).
+
+Messages are paced by a :class:`~ws_gateway.limits.TokenBucket`: a request over the rate
+gets error :attr:`JsonRpcCode.RATE_LIMITED` (``data.code`` ``OVER_CAPACITY``,
+``data.retry_after_s``); a notification over the rate is dropped, except a
+``notifications/cancelled`` of a call in flight, which is never refused.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from typing import Any
 
 from exai_telemetry.correlation import new_correlation_id, normalize_correlation_id
 from ws_gateway.errors import ErrorCode
-from ws_gateway.sansio import SansIOBuffers
+from ws_gateway.limits import TokenBucket
+from ws_gateway.sansio import MalformedJSON, SansIOBuffers, lone_surrogate, parse_json
 from ws_gateway.types import JSONObject, RequestId
 
 SUBPROTOCOL = "mcp"
@@ -36,6 +45,8 @@ class JsonRpcCode(IntEnum):
     METHOD_NOT_FOUND = -32601
     INVALID_PARAMS = -32602
     INTERNAL_ERROR = -32603
+    # Implementation-defined server error (JSON-RPC reserves -32000..-32099 for them).
+    RATE_LIMITED = -32000
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,9 @@ class RpcError(Exception):
 
 
 def _valid_id(value: object) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
+    if isinstance(value, str):
+        return not lone_surrogate(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class McpProtocol(SansIOBuffers[McpEvent]):
@@ -76,8 +89,10 @@ class McpProtocol(SansIOBuffers[McpEvent]):
         server_version: str,
         header_correlation_id: str | None = None,
         correlation_id_factory: Callable[[], str] = new_correlation_id,
+        rate_limit: TokenBucket | None = None,
     ) -> None:
         super().__init__()
+        self._bucket = rate_limit
         self._tool_specs = [dict(spec) for spec in tool_specs]
         self._tool_names = frozenset(str(spec["name"]) for spec in tool_specs)
         self._server_version = server_version
@@ -90,10 +105,14 @@ class McpProtocol(SansIOBuffers[McpEvent]):
     # --- inputs -------------------------------------------------------------------
 
     def receive_text(self, text: str) -> None:
+        message: object
         try:
-            message = json.loads(text)
-        except ValueError:
-            self._error(None, JsonRpcCode.PARSE_ERROR, "parse error: invalid JSON")
+            message = parse_json(text)
+        except MalformedJSON as exc:
+            if not self._over_rate(None):
+                self._error(None, JsonRpcCode.PARSE_ERROR, f"parse error: {exc}")
+            return
+        if self._over_rate(message):
             return
         try:
             self._receive(message)
@@ -101,7 +120,9 @@ class McpProtocol(SansIOBuffers[McpEvent]):
             self._error(exc.request_id, exc.code, exc.message)
 
     def receive_bytes(self, data: bytes) -> None:
-        self._error(None, JsonRpcCode.PARSE_ERROR, "parse error: binary frames are not JSON-RPC")
+        if not self._over_rate(None):
+            message = "parse error: binary frames are not JSON-RPC"
+            self._error(None, JsonRpcCode.PARSE_ERROR, message)
 
     # --- state (events_received() and data_to_send() come from SansIOBuffers) ----
 
@@ -165,9 +186,43 @@ class McpProtocol(SansIOBuffers[McpEvent]):
     def _result(self, request_id: RequestId, result: JSONObject) -> None:
         self._send({"jsonrpc": "2.0", "id": request_id, "result": result})
 
-    def _error(self, request_id: RequestId | None, code: JsonRpcCode, message: str) -> None:
-        error = {"code": int(code), "message": message}
+    def _error(
+        self,
+        request_id: RequestId | None,
+        code: JsonRpcCode,
+        message: str,
+        data: JSONObject | None = None,
+    ) -> None:
+        error: JSONObject = {"code": int(code), "message": message}
+        if data is not None:
+            error["data"] = data
         self._send({"jsonrpc": "2.0", "id": request_id, "error": error})
+
+    def _over_rate(self, message: object) -> bool:
+        """Whether the message is over this connection's rate (then it is answered here)."""
+        if self._bucket is None:
+            return False
+        message = message if isinstance(message, dict) else {}
+        request_id = message.get("id")
+        params = message.get("params")
+        if request_id is None and message.get("method") == "notifications/cancelled":
+            cancelled = params.get("requestId") if isinstance(params, dict) else None
+            if _valid_id(cancelled) and cancelled in self._in_flight:
+                self._bucket.take()  # counts, but a cancel only ever frees work
+                return False
+        if self._bucket.take():
+            return False
+        if request_id is None and "method" in message:
+            return True  # a notification: nothing to answer
+        bucket = self._bucket
+        text = (
+            f"rate limited: over {bucket.rate:g} messages/s (burst {bucket.burst}) on this "
+            "connection"
+        )
+        retry_after_s = round(bucket.retry_after_s(), 3)
+        data: JSONObject = {"code": str(ErrorCode.OVER_CAPACITY), "retry_after_s": retry_after_s}
+        self._error(request_id if _valid_id(request_id) else None, JsonRpcCode.RATE_LIMITED, text, data)
+        return True
 
     def _receive(self, message: object) -> None:
         if isinstance(message, list):
@@ -253,6 +308,12 @@ class McpProtocol(SansIOBuffers[McpEvent]):
             arguments = {}
         if not isinstance(arguments, dict):
             raise RpcError(JsonRpcCode.INVALID_PARAMS, "arguments must be an object", request_id)
+        if lone_surrogate(arguments):
+            raise RpcError(
+                JsonRpcCode.INVALID_PARAMS,
+                "arguments hold a lone surrogate (e.g. \\ud800): not valid Unicode text",
+                request_id,
+            )
         meta = params.get("_meta")
         meta = meta if isinstance(meta, dict) else {}
         token = meta.get("progressToken")

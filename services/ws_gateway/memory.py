@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
-from ws_gateway.clients import StorageClient, StorageRejected, StoredMessage
+from ws_gateway.clients import StorageCircuitOpen, StorageClient, StorageRejected, StoredMessage
 from ws_gateway.errors import CallError
 from ws_gateway.settings import GatewaySettings
 from ws_gateway.types import JSONObject
@@ -158,7 +158,9 @@ class ConversationMemory:
             return [], "rejected"
         except (CallError, TimeoutError) as exc:
             reason = exc if isinstance(exc, CallError) else f"no answer within {budget:g}s"
-            logger.warning("conversation history unavailable, answering without it: %s", reason)
+            logger.log(
+                _level(exc), "conversation history unavailable, answering without it: %s", reason
+            )
             return [], "unavailable"
         return stored, "loaded"
 
@@ -223,7 +225,7 @@ class ConversationMemory:
             return "rejected"
         except (CallError, TimeoutError) as exc:
             reason = exc if isinstance(exc, CallError) else "no time left"
-            logger.warning("conversation not stored: %s", reason)
+            logger.log(_level(exc), "conversation not stored: %s", reason)
             return "failed"
         return "stored"
 
@@ -254,3 +256,8 @@ class ConversationMemory:
                 continuation_id, client_id=client_id, budget_s=deadline - loop.time()
             )
             await append()
+
+
+def _level(exc: BaseException) -> int:
+    # An open circuit was announced once when it opened; each call it skips is routine.
+    return logging.INFO if isinstance(exc, StorageCircuitOpen) else logging.WARNING

@@ -16,12 +16,21 @@ State machine::
           │ hello timeout        → close 4002
           └ bad token            → close 4003
 
-Once OPEN, a bad frame never closes the connection: it gets an error frame.
+Once OPEN, a bad frame never closes the connection: it gets an error frame. Text is
+parsed by :func:`~ws_gateway.sansio.parse_json` (no nesting past 32 levels, no NaN), and
+strings that hold lone surrogates (``"\\ud800"``: no UTF-8 encoder takes them) are refused
+where they would travel on: a call's arguments (VALIDATION_ERROR) and request ids
+(INVALID_REQUEST). The token in ``hello`` is looked up in
+:class:`~ws_gateway.auth.ClientTokens`, which names the client.
+
+Once OPEN, frames are paced by a :class:`~ws_gateway.limits.TokenBucket`: a frame over the
+rate gets OVER_CAPACITY ("rate limited"), addressed to its call when it asked for one,
+and the connection goes on. A cancel of a call in flight is never refused (it only frees
+work).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import uuid
@@ -31,8 +40,10 @@ from enum import Enum, IntEnum
 from typing import Any
 
 from exai_telemetry.correlation import new_correlation_id, normalize_correlation_id
+from ws_gateway.auth import DEFAULT_CLIENT_ID, ClientTokens
 from ws_gateway.errors import ErrorCode
-from ws_gateway.sansio import SansIOBuffers
+from ws_gateway.limits import TokenBucket
+from ws_gateway.sansio import MalformedJSON, SansIOBuffers, lone_surrogate, parse_json
 from ws_gateway.types import JSONObject, RequestId
 
 SUBPROTOCOL = "exai.v1"
@@ -68,6 +79,7 @@ class State(Enum):
 @dataclass(frozen=True)
 class HelloAccepted:
     session_id: str
+    client_id: str = DEFAULT_CLIENT_ID
 
 
 @dataclass(frozen=True)
@@ -129,10 +141,15 @@ def new_session_id() -> str:
 
 
 def tokens_match(given: object, expected: str) -> bool:
-    """Constant-time comparison; bytes because compare_digest rejects non-ASCII str."""
-    if not isinstance(given, str):
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+    """Constant-time comparison of one token; any `given` is safe (see ClientTokens)."""
+    return ClientTokens.single(expected).client_for(given) is not None
+
+
+def rate_limited_message(bucket: TokenBucket) -> str:
+    return (
+        f"rate limited: over {bucket.rate:g} frames/s (burst {bucket.burst}) on this "
+        f"connection; retry in {bucket.retry_after_s():.2f}s"
+    )
 
 
 def parse_request_id(frame: Mapping[str, Any], *, required: bool) -> RequestId | None:
@@ -150,7 +167,18 @@ def parse_request_id(frame: Mapping[str, Any], *, required: bool) -> RequestId |
             ErrorCode.INVALID_REQUEST,
             f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} characters",
         )
+    if lone_surrogate(value):
+        raise FrameError(
+            ErrorCode.INVALID_REQUEST, "request_id holds a lone surrogate (not valid Unicode)"
+        )
     return value
+
+
+def _valid_request_id(frame: Mapping[str, Any]) -> RequestId | None:
+    try:
+        return parse_request_id(frame, required=False)
+    except FrameError:
+        return None
 
 
 class NativeProtocol(SansIOBuffers[Event]):
@@ -158,16 +186,18 @@ class NativeProtocol(SansIOBuffers[Event]):
 
     def __init__(
         self,
-        token: str,
+        tokens: ClientTokens | str,
         tool_specs: Sequence[Mapping[str, Any]],
         *,
         max_frame_bytes: int,
+        rate_limit: TokenBucket | None = None,
         header_correlation_id: str | None = None,
         session_id_factory: Callable[[], str] = new_session_id,
         correlation_id_factory: Callable[[], str] = new_correlation_id,
     ) -> None:
         super().__init__()
-        self._token = token
+        self._tokens = ClientTokens.single(tokens) if isinstance(tokens, str) else tokens
+        self._bucket = rate_limit
         self._tool_specs = [dict(spec) for spec in tool_specs]
         self._tool_names = frozenset(str(spec["name"]) for spec in tool_specs)
         self._max_frame_bytes = max_frame_bytes
@@ -176,6 +206,7 @@ class NativeProtocol(SansIOBuffers[Event]):
         self._new_correlation_id = correlation_id_factory
         self.state = State.AWAITING_HELLO
         self.session_id: str | None = None
+        self.client_id: str | None = None  # whose token the hello carried
         self.hello_correlation_id: str | None = None
         self.close: Close | None = None
         self._in_flight: dict[RequestId, bool] = {}  # request_id → streaming
@@ -188,16 +219,18 @@ class NativeProtocol(SansIOBuffers[Event]):
         if len(text.encode()) > self._max_frame_bytes:
             self._close(CloseCode.FRAME_TOO_LARGE, "frame too large")
             return
+        frame: object
         try:
-            frame = json.loads(text)
-        except ValueError:
-            frame = None
-            if self.state is State.OPEN:
-                self._send(error_frame(None, ErrorCode.INVALID_REQUEST, "invalid JSON"))
-                return
+            frame = parse_json(text)
+        except MalformedJSON as exc:
+            if self.state is State.AWAITING_HELLO:
+                self._receive_hello(None)
+            elif not self._over_rate(None):
+                self._send(error_frame(None, ErrorCode.INVALID_REQUEST, f"invalid JSON: {exc}"))
+            return
         if self.state is State.AWAITING_HELLO:
             self._receive_hello(frame)
-        else:
+        elif not self._over_rate(frame):
             self._receive_frame(frame)
 
     def receive_bytes(self, data: bytes) -> None:
@@ -207,7 +240,7 @@ class NativeProtocol(SansIOBuffers[Event]):
             self._close(CloseCode.FRAME_TOO_LARGE, "frame too large")
         elif self.state is State.AWAITING_HELLO:
             self._reject_hello("invalid_hello", CloseCode.INVALID_JSON_BEFORE_HELLO, "binary hello")
-        else:
+        elif not self._over_rate(None):
             message = "binary frames are not supported; send JSON text frames"
             self._send(error_frame(None, ErrorCode.INVALID_REQUEST, message))
 
@@ -319,9 +352,11 @@ class NativeProtocol(SansIOBuffers[Event]):
         if frame.get("op") != "hello":
             self._reject_hello("missing_hello", CloseCode.UNKNOWN_PROTOCOL, "hello required first")
             return
-        if not tokens_match(frame.get("token"), self._token):
+        client_id = self._tokens.client_for(frame.get("token"))
+        if client_id is None:
             self._reject_hello("unauthorized", CloseCode.UNAUTHORIZED, "unauthorized")
             return
+        self.client_id = client_id
         session_id = frame.get("session_id")
         if not (isinstance(session_id, str) and SESSION_ID_PATTERN.match(session_id)):
             session_id = self._new_session_id()
@@ -329,7 +364,29 @@ class NativeProtocol(SansIOBuffers[Event]):
         self.hello_correlation_id = normalize_correlation_id(frame.get("correlation_id"))
         self.state = State.OPEN
         self._send({"op": "hello_ack", "ok": True, "session_id": session_id})
-        self._events.append(HelloAccepted(session_id))
+        self._events.append(HelloAccepted(session_id, client_id))
+
+    def _over_rate(self, frame: object) -> bool:
+        """Whether the frame is over this connection's rate (then it is answered here)."""
+        if self._bucket is None:
+            return False
+        frame = frame if isinstance(frame, dict) else {}
+        op = frame.get("op")
+        request_id = _valid_request_id(frame)
+        if op == "cancel" and request_id is not None and request_id in self._in_flight:
+            self._bucket.take()  # counts, but a cancel only ever frees work
+            return False
+        if self._bucket.take():
+            return False
+        message = rate_limited_message(self._bucket)
+        addressed = request_id is not None and (
+            op == "list_tools" or (op == "call_tool" and request_id not in self._in_flight)
+        )
+        if addressed:
+            self._send(error_frame(request_id, ErrorCode.OVER_CAPACITY, message))
+        else:
+            self._send(error_frame(None, ErrorCode.OVER_CAPACITY, message, about=request_id))
+        return True
 
     def _receive_frame(self, frame: object) -> None:
         if not isinstance(frame, dict):
@@ -385,6 +442,12 @@ class NativeProtocol(SansIOBuffers[Event]):
             arguments = {}
         if not isinstance(arguments, dict):
             raise FrameError(ErrorCode.INVALID_REQUEST, "arguments must be an object", request_id)
+        if lone_surrogate(arguments):
+            raise FrameError(
+                ErrorCode.VALIDATION_ERROR,
+                "arguments hold a lone surrogate (e.g. \\ud800): not valid Unicode text",
+                request_id,
+            )
         stream = frame.get("stream", False)
         if not isinstance(stream, bool):
             raise FrameError(ErrorCode.INVALID_REQUEST, "stream must be a boolean", request_id)

@@ -19,6 +19,16 @@ authenticated ``status`` tool.
 
 The request target may carry the MCP token in its query string: only
 :func:`redact_path` versions of it are ever logged or put on spans.
+
+Limits before authentication (issue 8): a native socket counts as *unauthenticated*
+until its hello is accepted, and at most EXAI_MAX_UNAUTHENTICATED of those are open at
+once (more are closed with 1008), so they cannot take the places of authenticated ones;
+until then its frames may be at most EXAI_MAX_HELLO_FRAME_BYTES (websockets closes with
+1009 before buffering more). An MCP socket is authenticated at the upgrade, so it gets
+EXAI_MAX_FRAME_BYTES from its first frame. Every connection buffers at most
+EXAI_WS_MAX_QUEUE incoming frames and is paced by a token bucket (EXAI_WS_RATE_PER_S,
+EXAI_WS_RATE_BURST). A client sending a large frame right behind its hello, before
+``hello_ack``, may still meet the hello limit: wait for ``hello_ack``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import json
 import logging
 import signal
 import time
+import weakref
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -48,9 +59,9 @@ from ws_gateway.breaker import CircuitBreaker
 from ws_gateway.calls import CallRunner
 from ws_gateway.clients import ProviderClient, StorageClient, build_http_client
 from ws_gateway.connections import McpConnection, NativeConnection
-from ws_gateway.limits import ConnectionLimiter, InflightLimiter
+from ws_gateway.limits import ConnectionLimiter, InflightLimiter, TokenBucket
 from ws_gateway.mcp_protocol import McpProtocol
-from ws_gateway.protocol import CloseCode, NativeProtocol, tokens_match
+from ws_gateway.protocol import CloseCode, NativeProtocol
 from ws_gateway.settings import GatewaySettings
 from ws_gateway.telemetry import GatewayTelemetry
 from ws_gateway.tools import Toolbox
@@ -87,6 +98,12 @@ def request_token(request: Request) -> str | None:
     return tokens[0] if tokens else None
 
 
+def printable_path(path: str) -> str:
+    """The request target as text: websockets decodes raw non-ASCII bytes to lone
+    surrogates, which no log line, span or UTF-8 encoder takes."""
+    return path.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+
+
 def json_response(connection: ServerConnection, status: int, body: JSONObject) -> Response:
     response = connection.respond(status, json.dumps(body) + "\n")
     del response.headers["Content-Type"]
@@ -105,9 +122,13 @@ class Gateway:
         self.limiter = InflightLimiter(
             per_session=settings.max_inflight_per_session, global_max=settings.max_inflight_global
         )
-        self.connections = ConnectionLimiter(settings.max_connections)
+        self.connections = ConnectionLimiter(settings.max_connections, settings.max_unauthenticated)
         self.accepting = True
-        self._token = settings.ws_token.get_secret_value()
+        self._tokens = settings.client_tokens()
+        # MCP upgrades authenticated in process_request: connection → client id.
+        self._mcp_clients: weakref.WeakKeyDictionary[ServerConnection, str] = (
+            weakref.WeakKeyDictionary()
+        )
         self._tool_specs = Toolbox.specs()
         self._started_at = time.monotonic()
         self._server: Server | None = None
@@ -167,7 +188,9 @@ class Gateway:
             settings.port,
             process_request=self._process_request,
             select_subprotocol=self._select_subprotocol,
-            max_size=settings.max_frame_bytes,
+            # Until a socket authenticates; raised to EXAI_MAX_FRAME_BYTES once it has.
+            max_size=self._hello_frame_bytes,
+            max_queue=settings.ws_max_queue,
             ping_interval=settings.ping_interval_s,
             ping_timeout=settings.ping_interval_s,
             close_timeout=CLOSE_TIMEOUT_S,
@@ -204,6 +227,13 @@ class Gateway:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    @property
+    def _hello_frame_bytes(self) -> int:
+        return min(self.settings.max_hello_frame_bytes, self.settings.max_frame_bytes)
+
+    def _rate_limit(self) -> TokenBucket:
+        return TokenBucket(self.settings.ws_rate_per_s, self.settings.ws_rate_burst)
 
     @property
     def port(self) -> int:
@@ -268,13 +298,18 @@ class Gateway:
         if route in HEALTH_ROUTES:
             return await self._health_response(connection, route)
         if choose_subprotocol(offered_subprotocols(request.headers)) == mcp_protocol.SUBPROTOCOL:
-            if not tokens_match(request_token(request), self._token):
+            client_id = self._tokens.client_for(request_token(request))
+            if client_id is None:
                 logger.warning(
-                    "MCP upgrade refused: bad or missing token (%s)", redact_path(request.path)
+                    "MCP upgrade refused: bad or missing token (%s)",
+                    redact_path(printable_path(request.path)),
                 )
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, "unauthorized\n")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="exai"'
                 return response
+            self._mcp_clients[connection] = client_id
+            # Authenticated before any frame can arrive: no pre-hello limit to lift later.
+            connection.protocol.max_size = self.settings.max_frame_bytes
         return None
 
     @staticmethod
@@ -286,17 +321,24 @@ class Gateway:
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None and self._runner is not None
-        target = redact_path(ws.request.path)
+        target = redact_path(printable_path(ws.request.path))
         route = target.partition("?")[0]
         if offered_subprotocols(ws.request.headers) and ws.subprotocol is None:
             logger.info("closing connection: unknown subprotocol (%s)", target)
             await ws.close(CloseCode.UNKNOWN_PROTOCOL, "unknown subprotocol")
             return
         kind: ProtocolName = "mcp" if ws.subprotocol == mcp_protocol.SUBPROTOCOL else "native"
-        with self.connections.admit() as admitted:
-            if not admitted:
+        mcp_client = self._mcp_clients.pop(ws, None)
+        if kind == "mcp" and mcp_client is None:  # cannot happen: process_request checked
+            await ws.close(CloseCode.UNAUTHORIZED, "unauthorized")
+            return
+        with self.connections.admit(authenticated=kind == "mcp") as place:
+            if place is None:
+                limits = self.connections
                 logger.warning(
-                    "closing connection: over the limit of %d", self.connections.max_connections
+                    "closing connection: over the limit of %d connections (%d unauthenticated)",
+                    limits.max_connections,
+                    limits.max_unauthenticated,
                 )
                 await ws.close(CloseCode.OVER_CONNECTION_LIMIT, "over connection limit")
                 return
@@ -308,24 +350,35 @@ class Gateway:
                         self._tool_specs,
                         server_version=__version__,
                         header_correlation_id=header_correlation_id,
+                        rate_limit=self._rate_limit(),
                     )
+                    assert mcp_client is not None
                     with self.metrics.mcp_session(lambda: mcp.protocol_version) as session:
-                        await McpConnection(ws, self._runner, mcp, route=route).run()
+                        await McpConnection(
+                            ws, self._runner, mcp, route=route, client_id=mcp_client
+                        ).run()
                         await ws.wait_closed()  # the close code is known once closed
                         session.closed_with(ws.close_code)
                 else:
                     native = NativeProtocol(
-                        self._token,
+                        self._tokens,
                         self._tool_specs,
                         max_frame_bytes=self.settings.max_frame_bytes,
+                        rate_limit=self._rate_limit(),
                         header_correlation_id=header_correlation_id,
                     )
+
+                    def authenticated() -> None:
+                        place.authenticate()
+                        ws.protocol.max_size = self.settings.max_frame_bytes
+
                     await NativeConnection(
                         ws,
                         self._runner,
                         native,
                         route=route,
                         hello_timeout_s=self.settings.hello_timeout_s,
+                        on_authenticated=authenticated,
                     ).run()
             logger.info("%s connection closed (%s)", kind, ws.close_code)
 

@@ -10,6 +10,7 @@ from pydantic_settings import NoDecode
 
 from exai_telemetry import internal_auth
 from exai_telemetry.settings import ServiceSettings
+from ws_gateway.auth import DEFAULT_CLIENT_ID, ClientTokens, parse_token_map, read_token_file
 
 # Values people paste from examples; refused outside development. Compared case- and
 # punctuation-blind; the markers also catch them repeated or padded to the minimum length.
@@ -32,6 +33,8 @@ DEFAULT_HISTORY_BUDGETS = {
 }
 # From the environment as `prefix=chars,prefix=chars` (replacing the defaults).
 PrefixBudgets = Annotated[dict[str, Annotated[int, Field(ge=0)]], NoDecode]
+# Client id → its tokens (ws_gateway.auth), from a JSON object in the environment or a file.
+TokenMap = Annotated[dict[str, list[SecretStr]], NoDecode]
 
 
 def _fold(value: str) -> str:
@@ -45,8 +48,25 @@ def is_placeholder(token: str) -> bool:
     )
 
 
+def check_client_token(token: str, environment: str) -> None:
+    """ValueError (never quoting the token) unless it may be a client token."""
+    if not token.strip():
+        raise ValueError("must not be empty")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters long")
+    if environment != "development" and is_placeholder(token):
+        raise ValueError("a placeholder is allowed only when EXAI_ENVIRONMENT=development")
+
+
 class GatewaySettings(ServiceSettings):
-    ws_token: SecretStr = Field(validation_alias="EXAI_WS_TOKEN")
+    # Client tokens (ws_gateway.auth): EXAI_WS_TOKEN is client `default`; the map and
+    # the file (a JSON object {"client-id": "token" | ["token", …]}) name more clients.
+    # At least one is required; a token belongs to one client only.
+    ws_tokens_file: TokenMap = Field(default_factory=dict, validation_alias="EXAI_WS_TOKENS_FILE")
+    ws_tokens: TokenMap = Field(default_factory=dict, validation_alias="EXAI_WS_TOKENS")
+    ws_token: SecretStr | None = Field(
+        default=None, validation_alias="EXAI_WS_TOKEN", validate_default=True
+    )
     port: int = Field(default=8079, ge=0, le=65535, validation_alias="EXAI_WS_PORT")
     provider_url: str = Field(default="http://127.0.0.1:8090", validation_alias="EXAI_PROVIDER_URL")
     storage_url: str = Field(default="http://127.0.0.1:8091", validation_alias="EXAI_STORAGE_URL")
@@ -78,6 +98,21 @@ class GatewaySettings(ServiceSettings):
     )
     max_inflight_global: int = Field(default=64, ge=1, validation_alias="EXAI_MAX_INFLIGHT_GLOBAL")
     max_connections: int = Field(default=256, ge=1, validation_alias="EXAI_MAX_CONNECTIONS")
+    # Of those, how many may be open without having authenticated (a native socket
+    # before its hello); over it, a new socket is closed with 1008.
+    max_unauthenticated: int = Field(default=64, ge=1, validation_alias="EXAI_MAX_UNAUTHENTICATED")
+    # Frames before hello (native) are at most this big (never above EXAI_MAX_FRAME_BYTES);
+    # bigger ones close the socket with 1009 before they are buffered.
+    max_hello_frame_bytes: int = Field(
+        default=8 * 1024, ge=256, validation_alias="EXAI_MAX_HELLO_FRAME_BYTES"
+    )
+    # Incoming frames websockets buffers per connection before it stops reading the
+    # socket (its `max_queue`): at most this many x EXAI_MAX_FRAME_BYTES in memory.
+    ws_max_queue: int = Field(default=4, ge=1, le=1024, validation_alias="EXAI_WS_MAX_QUEUE")
+    # Frames (messages) per second per connection, with bursts of up to EXAI_WS_RATE_BURST;
+    # over it a frame gets OVER_CAPACITY "rate limited" (MCP: JSON-RPC error -32000).
+    ws_rate_per_s: float = Field(default=50.0, gt=0, validation_alias="EXAI_WS_RATE_PER_S")
+    ws_rate_burst: int = Field(default=100, ge=1, validation_alias="EXAI_WS_RATE_BURST")
     ping_interval_s: float = Field(default=30.0, gt=0, validation_alias="EXAI_PING_INTERVAL_S")
 
     default_model: str = Field(
@@ -163,15 +198,87 @@ class GatewaySettings(ServiceSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("ws_tokens_file", mode="before")
+    @classmethod
+    def _read_tokens_file(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a path; blank (compose's `${VAR:-}`) is unset
+            return read_token_file(value) if value.strip() else {}
+        return value
+
+    @field_validator("ws_tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_token_map(value) if value.strip() else {}
+        return value
+
+    @field_validator("ws_tokens_file", "ws_tokens")
+    @classmethod
+    def _real_tokens(
+        cls, value: dict[str, list[SecretStr]], info: ValidationInfo
+    ) -> dict[str, list[SecretStr]]:
+        environment = info.data.get("environment", "development")
+        for client_id, tokens in value.items():
+            if not tokens:
+                raise ValueError(f"client {client_id!r}: expected a token or a list of tokens")
+            for token in tokens:
+                try:
+                    check_client_token(token.get_secret_value(), environment)
+                except ValueError as exc:
+                    raise ValueError(f"client {client_id!r}: token {exc}") from None
+        if info.field_name == "ws_tokens":
+            both = sorted(set(value) & set(info.data.get("ws_tokens_file") or {}))
+            if both:
+                raise ValueError(f"client {both[0]!r} is also in EXAI_WS_TOKENS_FILE")
+        return value
+
+    @field_validator("ws_token", mode="before")
+    @classmethod
+    def _blank_ws_token_is_unset(cls, value: Any) -> Any:
+        # Blank (compose's `${VAR:-}`) is unset; alone, it is refused below as missing.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("ws_token")
     @classmethod
-    def _real_token(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        token = value.get_secret_value()
-        if not token.strip():
-            raise ValueError("must not be empty")
-        if len(token) < MIN_TOKEN_LENGTH:
-            raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters long")
-        # `environment` is declared on the base class, so it is validated first.
-        if info.data.get("environment", "development") != "development" and is_placeholder(token):
-            raise ValueError("a placeholder is allowed only when EXAI_ENVIRONMENT=development")
+    def _real_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if "ws_tokens" not in info.data or "ws_tokens_file" not in info.data:
+            return value  # one of them is invalid: that error is the one to report
+        named = {**info.data["ws_tokens_file"], **info.data["ws_tokens"]}
+        if value is None and not named:
+            raise ValueError(
+                "required: set EXAI_WS_TOKEN (client 'default'), EXAI_WS_TOKENS or "
+                "EXAI_WS_TOKENS_FILE"
+            )
+        if value is not None:
+            # `environment` is declared on the base class, so it is validated first.
+            environment = info.data.get("environment", "development")
+            check_client_token(value.get_secret_value(), environment)
+            if DEFAULT_CLIENT_ID in named:
+                raise ValueError(
+                    f"is client {DEFAULT_CLIENT_ID!r}; EXAI_WS_TOKENS(_FILE) must not name it"
+                )
+        try:  # a token must say which client it is: never listed twice
+            ClientTokens(token_table(value, named))
+        except ValueError as exc:
+            raise ValueError(f"client tokens must be unique: {exc}") from None
         return value
+
+    def client_tokens(self) -> ClientTokens:
+        """Every client token, for the hello and the MCP upgrade."""
+        return ClientTokens(token_table(self.ws_token, {**self.ws_tokens_file, **self.ws_tokens}))
+
+    def secret_values(self) -> list[str]:
+        values = super().secret_values()
+        for tokens in [*self.ws_tokens_file.values(), *self.ws_tokens.values()]:
+            values.extend(token.get_secret_value() for token in tokens)
+        return values
+
+
+def token_table(
+    default: SecretStr | None, named: dict[str, list[SecretStr]]
+) -> dict[str, list[str]]:
+    """{client id: [token values]}, EXAI_WS_TOKEN as client `default`."""
+    tokens = {client: [t.get_secret_value() for t in listed] for client, listed in named.items()}
+    if default is not None:
+        tokens[DEFAULT_CLIENT_ID] = [default.get_secret_value()]
+    return tokens

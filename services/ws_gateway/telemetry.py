@@ -205,6 +205,7 @@ class GatewayTelemetry:
         correlation_id: str,
         route: str,
         mcp_protocol_version: str | None = None,
+        client_id: str | None = None,
     ) -> Iterator[CallScope]:
         """The call's SERVER span, current with the correlation ID in baggage.
 
@@ -224,6 +225,8 @@ class GatewayTelemetry:
             GEN_AI_TOOL_NAME: tool,
             GEN_AI_OPERATION_NAME: EXECUTE_TOOL,
         }
+        if client_id is not None:
+            attributes[names.CLIENT_ID] = client_id
         # Bounded values only: what the MCP operation metric may carry.
         mcp_labels: dict[str, AttributeValue] = {}
         if protocol == "mcp":

@@ -36,9 +36,8 @@ from tests.faults.observe import (
     Simulator,
     StorageApi,
     Store,
-    gateway_health,
 )
-from tests.faults.traffic import Call, Traffic, session_inflight
+from tests.faults.traffic import Call, Traffic, gateway_status
 from tests.support.stack import RunningStack
 
 MODELS = {"kimi": "kimi-k2-0905-preview", "glm": "glm-4.5"}
@@ -182,7 +181,8 @@ class Campaign:
             run.problems.append(f"{type(exc).__name__}: {exc}")
 
     async def finish(self, run: FaultRun) -> None:
-        """Resolution and recovery, then traffic off and the checks."""
+        """Resolution and recovery, then traffic off. The checks come once every fault
+        is undone (:meth:`check`): they read storage, which other runs take down."""
         try:
             if run.recovered_at is not None:
                 if run.fired:
@@ -194,6 +194,8 @@ class Campaign:
             run.problems.append(f"{type(exc).__name__}: {exc}")
         finally:
             await run.traffic.stop()
+
+    async def check(self, run: FaultRun) -> None:
         try:
             await self._check(run)
         except Exception as exc:
@@ -249,7 +251,7 @@ class Campaign:
                     if message not in history:
                         check.api_missing.append(f"{cid} {message[0]} {call.prompt[-30:]!r}")
         for session_id in run.traffic.session_ids:
-            in_session, _ = await session_inflight(self.token, session_id)
+            in_session = (await gateway_status(self.token, session_id)).session_inflight
             if in_session:
                 run.leaked_sessions[session_id] = in_session
 
@@ -361,11 +363,11 @@ class Campaign:
                 **{**common, "workers": 3, "pause_s": 0.5},
             ),
         ]
-        finishing = []
+        # One after the other: a storage fault would cost the previous run's calls
+        # their memory while it waits for its resolution.
         for run in runs:
             await self.until_recovered(run)
-            finishing.append(asyncio.create_task(self.finish(run)))
-        await asyncio.gather(*finishing)
+            await self.finish(run)
         return runs
 
     async def alone(self) -> list[FaultRun]:
@@ -402,6 +404,8 @@ class Campaign:
         await self.simulator.latency(TOKENS_PER_S)
         await asyncio.gather(self.provider_lane(), self.storage_lane())
         await self.alone()
+        for run in self.runs.values():
+            await self.check(run)
         await self._final_counters()
         self.ended_at = time.monotonic()
 
@@ -409,13 +413,12 @@ class Campaign:
         """Nothing in flight anywhere once every client is gone."""
         deadline = time.monotonic() + timeout_s
         while True:
-            health = await gateway_health()
-            gateway = health["components"]["ws-gateway"]
+            status = await gateway_status(self.token, "faults-final")
             sim = await self.simulator.stats()
             exported = await self.prometheus.scalar("sum(exai_gateway_inflight)")
             self.final = {
-                "gateway_inflight": gateway.get("inflight"),
-                "gateway_connections": gateway.get("connections"),
+                "gateway_inflight": status.global_inflight,
+                "gateway_connections": status.connections,
                 "prometheus_inflight": exported,
                 "simulator_streaming": sim["streaming"],
                 "simulator_hanging": sim["hanging"],

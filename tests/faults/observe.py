@@ -1,6 +1,6 @@
 """What the fault suite reads and steers besides the gateway: the simulator's admin API,
 Prometheus, Alertmanager's deliveries (the tests' webhook), the database behind
-storage-adapter, storage-adapter's own API and the gateway's health."""
+storage-adapter and storage-adapter's own API."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from tests.e2e.helpers import AlertWebhook
 SIMULATOR = "http://127.0.0.1:8099"
 PROMETHEUS = "http://127.0.0.1:9090"
 STORAGE = "http://127.0.0.1:8091"
-GATEWAY_HEALTH = "http://127.0.0.1:8079/health"
 DATABASE = "postgresql://exai@127.0.0.1:5432/postgres"
 
 
@@ -208,9 +207,3 @@ class StorageApi:
             return None
         response.raise_for_status()
         return [(m["role"], m["content"]) for m in response.json()["messages"]]
-
-
-async def gateway_health() -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.get(GATEWAY_HEALTH)
-        return dict(response.json())

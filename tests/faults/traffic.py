@@ -170,7 +170,9 @@ class Traffic:
                     call.memory_write = memory.get("write")
                     break
                 elif op == "error":
-                    call.outcome = str((reply.get("error") or {}).get("code", "error"))
+                    error = reply.get("error") or {}
+                    call.outcome = str(error.get("code", "error"))
+                    call.detail = str(error.get("message", ""))[:200]
                     break
         except TimeoutError:
             call.outcome = "client_timeout"
@@ -179,23 +181,32 @@ class Traffic:
         call.ended = time.monotonic()
 
 
-async def session_inflight(token: str, session_id: str) -> tuple[int, int]:
-    """(calls in flight in `session_id`, in the whole gateway), excluding the `status`
-    call that asks: it holds a slot of that session while it runs."""
+@dataclass(frozen=True)
+class GatewayStatus:
+    """The gateway's counters as its `status` tool reports them, without the asking
+    connection and its `status` call (which holds a slot of its session while it runs)."""
+
+    session_inflight: int
+    global_inflight: int
+    connections: int
+
+
+async def gateway_status(token: str, session_id: str) -> GatewayStatus:
     async with connect(GATEWAY) as ws:
         await ws.send(json.dumps({"op": "hello", "token": token, "session_id": session_id}))
         json.loads(await ws.recv())
         request_id = uuid.uuid4().hex
-        await ws.send(
-            json.dumps(
-                {"op": "call_tool", "request_id": request_id, "name": "status", "arguments": {}}
-            )
-        )
+        call = {"op": "call_tool", "request_id": request_id, "name": "status", "arguments": {}}
+        await ws.send(json.dumps(call))
         while True:
             reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if reply.get("request_id") == request_id and reply["op"] in ("call_tool_res", "error"):
                 break
     if reply["op"] != "call_tool_res":
         raise AssertionError(f"status call failed: {reply}")
-    inflight = reply["metadata"]["inflight"]
-    return int(inflight["session"]) - 1, int(inflight["global"]) - 1
+    report = reply["metadata"]
+    return GatewayStatus(
+        int(report["inflight"]["session"]) - 1,
+        int(report["inflight"]["global"]) - 1,
+        int(report["connections"]["open"]) - 1,
+    )

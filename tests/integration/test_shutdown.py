@@ -45,7 +45,7 @@ from tests.support.internal_auth import (
 )
 from tests.support.otlp import BlackHole, OtlpReceiver, attributes, wait_until
 from tests.support.servers import free_port
-from tests.support.sse import chunks, sse_payloads, streamed_text
+from tests.support.sse import chunks, streamed_text
 
 pytestmark = pytest.mark.integration
 
@@ -236,9 +236,7 @@ def proxy_request(correlation_id: str, *, stream: bool) -> dict[str, Any]:
 async def test_provider_proxy_drains_completions_and_streams_then_flushes(
     simulator: Simulator, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
-    await simulator.admin(
-        "POST", "/admin/latency", {"ms": 0, "tokens_per_s": STREAM_TOKENS_PER_S}
-    )
+    await simulator.admin("POST", "/admin/latency", {"ms": 0, "tokens_per_s": STREAM_TOKENS_PER_S})
     with service(
         "provider_proxy",
         "EXAI_PROVIDER_PROXY_PORT",
@@ -448,8 +446,9 @@ async def test_a_collector_that_never_answers_costs_at_most_the_flush_bound(
             **extra,
         ) as process,
     ):
-        # Some telemetry to flush: start-up logs, and spans of a request.
-        httpx.get(f"{process.url}/health", timeout=10)
+        # Some telemetry to flush: start-up logs, a health evaluation.
+        async with httpx.AsyncClient(timeout=10) as client:
+            await client.get(f"{process.url}/health")
         process.terminate()
         code, elapsed = await process.exit(GRACE_S + 60)
     print(f"{module} with a hung collector: SIGTERM to exit {elapsed:.2f}s")

@@ -14,6 +14,7 @@ the same code).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -25,7 +26,13 @@ import jsonschema
 import pytest
 import yaml
 
+from exai_telemetry.settings import ServiceSettings
+from llm_simulator.settings import SimulatorSettings
+from provider_proxy.settings import ProxySettings
+from storage_adapter.settings import StorageSettings
 from tests.config_tools import REPO_ROOT, load_yaml, tool, versions
+from ws_gateway.server import CLOSE_TIMEOUT_S
+from ws_gateway.settings import GatewaySettings
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 RAW = load_yaml("docker-compose.yml")
@@ -67,7 +74,10 @@ EXPECTED_SERVICES = {
     "tempo",
     "loki",
     "grafana",
+    "internal-tokens",
 }
+# Run once and exit; the others wait for `service_completed_successfully`.
+ONE_SHOT = {"internal-tokens"}
 REQUIRED_SECRETS = {"EXAI_WS_TOKEN", "POSTGRES_PASSWORD", "GF_SECURITY_ADMIN_PASSWORD"}
 SAMPLE_ENV = {name: f"test-{name.lower()}" for name in REQUIRED_SECRETS}
 SECRET_NAME = re.compile(r"(KEY|TOKEN|PASSWORD|SECRET)$")
@@ -243,7 +253,7 @@ def test_docker_compose_config_publishes_only_grafana_and_the_gateway_on_loopbac
     }
     for name, service in rendered["services"].items():
         assert "expose" not in service, name
-        assert service.get("network_mode") in (None, "service:alertmanager"), name
+        assert service.get("network_mode") in (None, "service:alertmanager", "none"), name
 
 
 def test_docker_compose_config_pins_every_image(rendered: dict[str, Any]) -> None:
@@ -320,7 +330,85 @@ def test_every_dependency_exists_and_waits_for_health_where_there_is_one() -> No
             assert target in SERVICES, f"{name} depends on unknown {target}"
             has_health = "healthcheck" in SERVICES[target] or "build" in SERVICES[target]
             expected = "service_healthy" if has_health else "service_started"
+            if target in ONE_SHOT:
+                expected = "service_completed_successfully"
             assert spec["condition"] == expected, f"{name} -> {target}"
+
+
+# ------------------------------------------------------------------ shutdown
+
+# Each service's settings class: its defaults are what compose runs unless the
+# service's `environment` sets the variable.
+SETTINGS_CLASSES: dict[str, type[ServiceSettings]] = {
+    "ws-gateway": GatewaySettings,
+    "provider-proxy": ProxySettings,
+    "storage-adapter": StorageSettings,
+    "llm-simulator": SimulatorSettings,
+}
+# After drain and flush: lifespan shutdown (closing pools) and interpreter exit.
+SHUTDOWN_SLACK_S = 5.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
+_UNIT_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def compose_duration_s(value: str) -> float:
+    """Compose's duration format (Go's: `1m30s`, `45s`, `500ms`)."""
+    parts = _DURATION.findall(value)
+    assert parts and "".join(n + u for n, u in parts) == value, f"not a duration: {value!r}"
+    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
+
+
+def test_compose_duration_parser() -> None:
+    assert compose_duration_s("1m30s") == 90
+    assert compose_duration_s("45s") == 45
+    assert compose_duration_s("500ms") == 0.5
+    with pytest.raises(AssertionError):
+        compose_duration_s("30")
+
+
+def _setting(service: str, variable: str) -> float:
+    """The value the container runs with: its compose environment, else the default."""
+    environment = interpolate(SERVICES[service].get("environment") or {}, SAMPLE_ENV)
+    cls = SETTINGS_CLASSES[service]
+    field = next(f for f in cls.model_fields.values() if f.validation_alias == variable)
+    return float(environment.get(variable, field.default))
+
+
+@pytest.mark.parametrize("service", sorted(OUR_SERVICES))
+def test_stop_grace_period_covers_the_drain_and_the_telemetry_flush(service: str) -> None:
+    """Docker sends SIGTERM, then SIGKILL after `stop_grace_period` (10 s by default,
+    no longer than the services' default drain alone): the drained calls' telemetry
+    would be lost, and a call still running at SIGKILL too."""
+    grace = _setting(service, "EXAI_SHUTDOWN_GRACE_S")
+    flush = _setting(service, "EXAI_TELEMETRY_FLUSH_S")
+    if service == "ws-gateway":
+        # Calls drain within the grace, then each connection's close handshake.
+        drain = grace + CLOSE_TIMEOUT_S
+    else:
+        drain = math.ceil(grace)  # uvicorn's timeout_graceful_shutdown (exai_telemetry)
+    period = SERVICES[service].get("stop_grace_period")
+    assert period is not None, f"{service}: no stop_grace_period (Docker's default is 10s)"
+    assert compose_duration_s(period) >= drain + flush + SHUTDOWN_SLACK_S, (
+        f"{service}: stop_grace_period {period} < drain {drain}s + flush {flush}s"
+        f" + {SHUTDOWN_SLACK_S}s"
+    )
+    assert SERVICES[service].get("stop_signal", "SIGTERM") == "SIGTERM", service
+
+
+def test_sigterm_reaches_the_service_process_itself() -> None:
+    """The shell `exec`s Python: a shell in between would not pass SIGTERM on, and the
+    service would drain nothing before SIGKILL."""
+    commands = [rest for keyword, rest in _dockerfile_instructions() if keyword == "CMD"]
+    assert commands == ['["sh", "-c", "exec python -m \\"$EXAI_SERVICE_MODULE\\""]'], commands
+
+
+def test_what_a_draining_service_still_needs_is_stopped_after_it() -> None:
+    """Compose stops dependents first: the collector outlives every service's final
+    flush, and provider-proxy and storage-adapter outlive the gateway's drain (its
+    calls and the memory writes of answered calls)."""
+    for service in OUR_SERVICES:
+        assert "otel-collector" in SERVICES[service]["depends_on"], service
+    assert {"provider-proxy", "storage-adapter"} <= set(SERVICES["ws-gateway"]["depends_on"])
 
 
 # Images with no shell or HTTP client inside: nothing to run a probe with.
@@ -329,8 +417,8 @@ DISTROLESS = {"otel-collector", "tempo"}
 
 def test_every_service_but_the_distroless_ones_has_a_healthcheck() -> None:
     for name, service in SERVICES.items():
-        if "build" in service:
-            continue  # the Dockerfile's HEALTHCHECK
+        if "build" in service or name in ONE_SHOT:
+            continue  # the Dockerfile's HEALTHCHECK; nothing to probe in a one-shot job
         if name in DISTROLESS:
             assert "healthcheck" not in service, f"{name}: a probe that cannot run never passes"
             continue

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from storage_adapter.cache import CacheLookup, ConversationCache
 from storage_adapter.errors import CacheUnavailable
@@ -23,6 +24,8 @@ from storage_adapter.models import Conversation, History, Message
 from storage_adapter.telemetry import Dependencies, StorageMetrics
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class _Skipped(CacheUnavailable):
@@ -113,17 +116,32 @@ class CacheGuard:
             return
         self._succeeded()
 
-    async def append(
-        self, continuation_id: str, conversation: Conversation, message: Message
-    ) -> None:
+    async def _write(self, step: Callable[[], Awaitable[T]]) -> T | None:
+        """A step of a write: a failure means the cache may have missed the write."""
         try:
             await self._prepare()
-            await self.cache.append(continuation_id, conversation, message)
+            result = await step()
         except CacheUnavailable as exc:
             self._missed_writes += 1
             self._failed(exc)
-            return
+            return None
         self._succeeded()
+        return result
+
+    async def begin_write(self, continuation_id: str) -> object:
+        """The lease, or None when the cache could not be asked (the write goes on)."""
+        return await self._write(lambda: self.cache.begin_write(continuation_id))
+
+    async def append(
+        self, continuation_id: str, conversation: Conversation, message: Message, lease: object
+    ) -> None:
+        await self._write(lambda: self.cache.append(continuation_id, conversation, message, lease))
+
+    async def release(self, continuation_id: str, lease: object, *, drop: bool) -> None:
+        await self._write(lambda: self.cache.release(continuation_id, lease, drop=drop))
+
+    async def abandon(self, continuation_id: str, lease: object) -> None:
+        await self._write(lambda: self.cache.abandon(continuation_id, lease))
 
     async def probe(self) -> bool:
         """Health check: always contacts the cache, whatever the retry time."""

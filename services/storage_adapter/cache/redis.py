@@ -2,10 +2,14 @@
 
 Per conversation: a hash ``…:conv:<id>`` (conversation JSON, ``updated_at``,
 ``complete``, message ``count``, ``epoch``), a sorted set ``…:msgs:<id>`` (message JSON
-scored by message id) and a generation counter ``…:gen:<id>``. Fills and appends are
-Lua scripts, so each is atomic. A global ``…:epoch`` counter invalidates every entry at
-once: it is bumped after Redis missed a write (it was unreachable), so that entries
-written before the outage are never served again.
+scored by message id), a generation counter ``…:gen:<id>`` and a sorted set of write
+leases ``…:leases:<id>`` (lease id scored by its deadline in Redis ``TIME``
+milliseconds, so replicas need no synchronized clocks). Every operation is one Lua
+script, so each is atomic, and each first drops the entry if a lease ran out (see
+:mod:`storage_adapter.cache`). The leases set lives at least as long as the entry
+(``ttl + lease``), so an unended lease is always noticed. A global ``…:epoch`` counter
+invalidates every entry at once: it is bumped after Redis missed a write (it was
+unreachable), so that entries written before the outage are never served again.
 
 Spans: the redis instrumentation records commands as ``EVALSHA ? ? …`` — argument
 values (message content) are never recorded.
@@ -14,11 +18,15 @@ values (message content) are never recorded.
 from __future__ import annotations
 
 import json
+import math
+import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from storage_adapter.cache import CacheLookup, cap_history
@@ -31,22 +39,88 @@ EPOCH_KEY = KEY_PREFIX + "epoch"
 _MIN_GENERATION_TTL_S = 300
 _MAX_CONNECTIONS = 64
 
-_FILL = """
-if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[1] then return 0 end
-if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[2] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-local count = (#ARGV - 6) / 2
-redis.call('HSET', KEYS[1], 'conv', ARGV[3], 'updated_at', ARGV[4], 'complete', ARGV[5],
-           'epoch', ARGV[2], 'count', count)
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-for i = 7, #ARGV, 2 do redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1]) end
-if count > 0 then redis.call('EXPIRE', KEYS[2], ARGV[6]) end
-return 1
+# KEYS: 1 entry hash, 2 messages, 3 generation, 4 epoch, 5 leases. ARGV[1] is always
+# the generation's TTL.
+_COMMON = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function bump()
+  redis.call('INCR', KEYS[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[1])
+end
+local function drop()
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+-- A lease that ran out was never ended: its writer died, or its commit landed late.
+-- The entry may lack that message: drop it, and refuse fills that read before now.
+local function expire_leases()
+  local now = now_ms()
+  if redis.call('ZCOUNT', KEYS[5], '-inf', now) == 0 then return false end
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  drop()
+  bump()
+  return true
+end
+local function keep_leases(seconds)
+  if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('EXPIRE', KEYS[5], seconds) end
+end
 """
 
-_APPEND = """
-redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], ARGV[6])
+_LOOKUP = (
+    _COMMON
+    + """
+expire_leases()
+return {redis.call('HGETALL', KEYS[1]), redis.call('ZRANGE', KEYS[2], 0, -1),
+        redis.call('GET', KEYS[3]) or '0', redis.call('GET', KEYS[4]) or '0'}
+"""
+)
+
+# ARGV: 2 generation, 3 epoch, 4 conversation, 5 updated_at, 6 complete, 7 ttl,
+# 8 leases ttl, then (message id, message JSON) pairs.
+_FILL = (
+    _COMMON
+    + """
+if expire_leases() then return 0 end
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then return 0 end
+if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[3] then return 0 end
+drop()
+local count = (#ARGV - 8) / 2
+redis.call('HSET', KEYS[1], 'conv', ARGV[4], 'updated_at', ARGV[5], 'complete', ARGV[6],
+           'epoch', ARGV[3], 'count', count)
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+for i = 9, #ARGV, 2 do redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if count > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
+keep_leases(ARGV[8])
+return 1
+"""
+)
+
+# ARGV: 2 lease id, 3 lease ms, 4 leases ttl.
+_BEGIN = (
+    _COMMON
+    + """
+expire_leases()
+redis.call('ZADD', KEYS[5], now_ms() + tonumber(ARGV[3]), ARGV[2])
+redis.call('EXPIRE', KEYS[5], ARGV[4])
+return 1
+"""
+)
+
+# ARGV: 2 lease id, 3 drop ('1'/'0'), 4 message id ('' if none), 5 message JSON,
+# 6 updated_at, 7 max turns, 8 ttl, 9 leases ttl.
+_END = (
+    _COMMON
+    + """
+bump()
+local held = redis.call('ZREM', KEYS[5], ARGV[2])
+local expired = expire_leases()
+if expired or held == 0 or ARGV[3] == '1' then
+  drop()
+  return 0
+end
+if ARGV[4] == '' then return 0 end
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'count', 'updated_at')
 if not h[1] then
   redis.call('DEL', KEYS[2])
@@ -54,34 +128,48 @@ if not h[1] then
 end
 if h[1] ~= (redis.call('GET', KEYS[4]) or '0')
    or tonumber(h[2]) ~= redis.call('ZCARD', KEYS[2]) then
-  redis.call('DEL', KEYS[1], KEYS[2])
+  drop()
   return 0
 end
-if #redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[1]) == 0 then
-  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+if #redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], ARGV[4]) == 0 then
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 end
 local n = redis.call('ZCARD', KEYS[2])
-local max = tonumber(ARGV[4])
+local max = tonumber(ARGV[7])
 if n > max then
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - max - 1)
   redis.call('HSET', KEYS[1], 'complete', '0')
   n = max
 end
 redis.call('HSET', KEYS[1], 'count', n)
-if not h[3] or ARGV[3] > h[3] then redis.call('HSET', KEYS[1], 'updated_at', ARGV[3]) end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+if not h[3] or ARGV[6] > h[3] then redis.call('HSET', KEYS[1], 'updated_at', ARGV[6]) end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('EXPIRE', KEYS[2], ARGV[8])
+keep_leases(ARGV[9])
 return 1
 """
+)
+
+# The lease stays: it runs out later and drops whatever was filled meanwhile.
+_ABANDON = (
+    _COMMON
+    + """
+drop()
+bump()
+return 1
+"""
+)
 
 
 def keys(continuation_id: str) -> list[str]:
-    """The conversation's hash, sorted set and generation keys, then the epoch key."""
+    """The conversation's hash, sorted set and generation keys, the epoch key, then
+    the conversation's write leases."""
     return [
         f"{KEY_PREFIX}conv:{continuation_id}",
         f"{KEY_PREFIX}msgs:{continuation_id}",
         f"{KEY_PREFIX}gen:{continuation_id}",
         EPOCH_KEY,
+        f"{KEY_PREFIX}leases:{continuation_id}",
     ]
 
 
@@ -116,28 +204,41 @@ def decode_entry(fields: dict[str, str], members: list[str], epoch: str) -> Hist
 class RedisCache:
     backend = "redis"
 
-    def __init__(self, client: aioredis.Redis, *, ttl_s: int, max_turns: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        ttl_s: int,
+        max_turns: int,
+        write_lease_s: float = 60.0,
+    ) -> None:
         self._client = client
         self._ttl_s = ttl_s
         self._generation_ttl_s = max(ttl_s, _MIN_GENERATION_TTL_S)
         self._max_turns = max_turns
+        self._lease_ms = max(1, math.ceil(write_lease_s * 1000))
+        self._leases_ttl_s = ttl_s + math.ceil(write_lease_s) + 1
+        self._lookup = client.register_script(_LOOKUP)
         self._fill = client.register_script(_FILL)
-        self._append = client.register_script(_APPEND)
+        self._begin = client.register_script(_BEGIN)
+        self._end = client.register_script(_END)
+        self._abandon = client.register_script(_ABANDON)
+
+    async def _run(
+        self, name: str, script: AsyncScript, continuation_id: str, args: list[str | int]
+    ) -> Any:
+        try:
+            return await script(keys=keys(continuation_id), args=[self._generation_ttl_s, *args])
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"redis {name} failed: {type(exc).__name__}") from exc
 
     async def lookup(self, continuation_id: str) -> CacheLookup:
-        conv_key, msgs_key, gen_key, epoch_key = keys(continuation_id)
+        reply = await self._run("lookup", self._lookup, continuation_id, [])
+        flat, members, generation, epoch = reply
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        token = (generation, epoch)
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(conv_key)
-                pipe.zrange(msgs_key, 0, -1)
-                pipe.get(gen_key)
-                pipe.get(epoch_key)
-                fields, members, generation, epoch = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"redis lookup failed: {type(exc).__name__}") from exc
-        token = (generation or "0", epoch or "0")
-        try:
-            history = decode_entry(fields, members, epoch or "0")
+            history = decode_entry(fields, members, epoch)
         except (ValueError, KeyError, TypeError):
             history = None  # a corrupt or foreign entry is a miss; the fill replaces it
         return CacheLookup(history, token)
@@ -155,30 +256,46 @@ class RedisCache:
             conversation["updated_at"],
             "1" if capped.complete else "0",
             self._ttl_s,
+            self._leases_ttl_s,
         ]
         for message in capped.messages:
             args += [message.id, message.to_json_text()]
-        try:
-            result = await self._fill(keys=keys(continuation_id), args=args)
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"redis fill failed: {type(exc).__name__}") from exc
-        return bool(result)
+        return bool(await self._run("fill", self._fill, continuation_id, args))
+
+    async def begin_write(self, continuation_id: str) -> object:
+        lease = uuid.uuid4().hex
+        args: list[str | int] = [lease, self._lease_ms, self._leases_ttl_s]
+        await self._run("begin_write", self._begin, continuation_id, args)
+        return lease
 
     async def append(
-        self, continuation_id: str, conversation: Conversation, message: Message
+        self, continuation_id: str, conversation: Conversation, message: Message, lease: object
     ) -> None:
-        args: list[str | int] = [
+        written: list[str | int] = [
             message.id,
             message.to_json_text(),
             iso_utc(conversation.updated_at),
+        ]
+        await self._end_write(continuation_id, lease, drop=False, written=written)
+
+    async def release(self, continuation_id: str, lease: object, *, drop: bool) -> None:
+        await self._end_write(continuation_id, lease, drop=drop, written=["", "", ""])
+
+    async def _end_write(
+        self, continuation_id: str, lease: object, *, drop: bool, written: list[str | int]
+    ) -> None:
+        args: list[str | int] = [
+            lease if isinstance(lease, str) else "",  # no lease (its begin failed): drop
+            "1" if drop else "0",
+            *written,
             self._max_turns,
             self._ttl_s,
-            self._generation_ttl_s,
+            self._leases_ttl_s,
         ]
-        try:
-            await self._append(keys=keys(continuation_id), args=args)
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"redis append failed: {type(exc).__name__}") from exc
+        await self._run("end_write", self._end, continuation_id, args)
+
+    async def abandon(self, continuation_id: str, lease: object) -> None:
+        await self._run("abandon", self._abandon, continuation_id, [])
 
     async def invalidate_all(self) -> None:
         try:

@@ -6,7 +6,8 @@
   the tables are created by hand from ``schema.sql`` (REST cannot run DDL)
 
 Every method raises :class:`~storage_adapter.errors.StoreUnavailable` when the store
-cannot be used; nothing else from a driver escapes.
+cannot be used and :class:`~storage_adapter.errors.InvalidData` when it refuses the
+data itself; nothing else from a driver escapes.
 """
 
 from __future__ import annotations
@@ -28,20 +29,28 @@ class DurableStore(Protocol):
         """Raise StoreUnavailable unless the store answers a trivial query."""
 
     async def get_or_create_conversation(
-        self, continuation_id: str, title: str | None, metadata: JsonObject, now: datetime
+        self,
+        continuation_id: str,
+        client_id: str,
+        title: str | None,
+        metadata: JsonObject,
+        now: datetime,
     ) -> tuple[Conversation, bool]:
-        """The conversation, and whether this call created it (race-safe)."""
+        """The conversation, and whether this call created it (race-safe) for
+        ``client_id``. An existing one is returned whoever owns it: the caller checks."""
 
     async def load_history(self, continuation_id: str, limit: int) -> History | None:
         """The conversation and its last ``limit`` messages, oldest first; None if absent."""
 
     async def append_message(
-        self, continuation_id: str, message: NewMessage, now: datetime
+        self, continuation_id: str, client_id: str, message: NewMessage, now: datetime
     ) -> AppendResult:
-        """Store ``message`` once per idempotency key, creating the conversation if needed.
+        """Store ``message`` once per idempotency key, creating the conversation (owned
+        by ``client_id``) if needed.
 
         A retry returns the stored message with ``created=False``; a key reused for a
-        different message raises IdempotencyConflict and changes nothing.
+        different message raises IdempotencyConflict and changes nothing; another
+        client's conversation raises ConversationNotFound and changes nothing.
         """
 
     async def close(self) -> None: ...

@@ -3,7 +3,13 @@
 Idempotent writes are race-safe by construction: ``INSERT … ON CONFLICT DO NOTHING``
 on the unique column, then read back, inside one transaction. A message append first
 touches its conversation's row, which in Postgres serializes appends to one
-conversation, so message ids (the history order) follow commit order.
+conversation, so message ids (the history order) follow commit order; it checks the
+conversation's owner in that same transaction, before anything is written.
+
+Errors: the database refusing the data (SQLSTATE class 22 "data exception" or 23
+"integrity constraint violation", SQLite's IntegrityError and DataError, a value the
+driver cannot encode) is :class:`InvalidData`, the request's fault; everything else
+from the driver is :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -20,16 +26,22 @@ from typing import Any
 
 import asyncpg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from sqlalchemy import Row, event, func, select, text, update
+from sqlalchemy import Row, event, func, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from exai_telemetry.redaction import redact_url
-from storage_adapter.errors import IdempotencyConflict, SchemaError, StoreUnavailable
+from storage_adapter.errors import (
+    ConversationNotFound,
+    IdempotencyConflict,
+    InvalidData,
+    SchemaError,
+    StoreUnavailable,
+)
 from storage_adapter.models import (
     AppendResult,
     Conversation,
@@ -41,6 +53,7 @@ from storage_adapter.models import (
     utc_now,
 )
 from storage_adapter.store.tables import (
+    CLIENT_ID_CHARS,
     SCHEMA_VERSION,
     conversations,
     messages,
@@ -61,6 +74,30 @@ _UNAVAILABLE_ERRORS = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
 )
+
+
+# SQLSTATE classes of errors about the data itself, not the database.
+_DATA_ERROR_CLASSES = ("22", "23")
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error (asyncpg, through SQLAlchemy), if it has one."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
+def data_error(exc: BaseException) -> str | None:
+    """Why the database refused the data (a code, never the data), or None when
+    ``exc`` is not about the data."""
+    code = sqlstate(exc)
+    if code is not None:
+        return f"SQLSTATE {code}" if code[:2] in _DATA_ERROR_CLASSES else None
+    if isinstance(exc, IntegrityError | DataError):
+        return describe_error(exc)
+    if isinstance(exc, UnicodeError):
+        return f"{type(exc).__name__} (text the driver cannot encode)"
+    return None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -141,7 +178,10 @@ class SqlStore:
     async def _errors(self, operation: str) -> AsyncIterator[None]:
         try:
             yield
-        except _UNAVAILABLE_ERRORS as exc:
+        except (*_UNAVAILABLE_ERRORS, UnicodeError) as exc:
+            refused = data_error(exc)
+            if refused is not None:
+                raise InvalidData(operation, refused) from exc
             raise StoreUnavailable(operation, describe_error(exc)) from exc
 
     def _insert(self, table: Any) -> Any:
@@ -160,19 +200,42 @@ class SqlStore:
                 for index in sorted(table.indexes, key=lambda i: str(i.name)):
                     await conn.execute(CreateIndex(index, if_not_exists=True))
             current = (await conn.execute(select(func.max(schema_version.c.version)))).scalar()
-            if current is None:
+            if current is not None and current > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"database schema version {current} is newer than this adapter's "
+                    f"({SCHEMA_VERSION}); upgrade the storage adapter"
+                )
+            if current is not None and current < 2:
+                await self._add_client_id(conn)
+            if current != SCHEMA_VERSION:
                 # DO NOTHING: another adapter (SQLite has no advisory lock) may have won.
                 await conn.execute(
                     self._insert(schema_version)
                     .values(version=SCHEMA_VERSION, applied_at=utc_now())
                     .on_conflict_do_nothing(index_elements=["version"])
                 )
-                logger.info("storage schema at version %d", SCHEMA_VERSION)
-            elif current > SCHEMA_VERSION:
-                raise SchemaError(
-                    f"database schema version {current} is newer than this adapter's "
-                    f"({SCHEMA_VERSION}); upgrade the storage adapter"
-                )
+                logger.info("storage schema at version %d (was %s)", SCHEMA_VERSION, current)
+
+    async def _add_client_id(self, conn: AsyncConnection) -> None:
+        """Version 2: conversations get an owner; existing ones belong to `default`."""
+
+        def has_column(sync: Connection) -> bool:
+            columns = inspect(sync).get_columns("conversations")
+            return any(column["name"] == "client_id" for column in columns)
+
+        if await conn.run_sync(has_column):
+            return
+        statement = text(
+            f"ALTER TABLE conversations ADD COLUMN client_id VARCHAR({CLIENT_ID_CHARS}) "
+            "NOT NULL DEFAULT 'default'"
+        )
+        try:
+            await conn.execute(statement)
+        except DBAPIError:
+            # SQLite (no advisory lock): another adapter starting at the same moment
+            # may have added it between the check and here.
+            if not await conn.run_sync(has_column):
+                raise
 
     async def ping(self) -> None:
         # Health probes run every few seconds: no spans for them.
@@ -181,15 +244,21 @@ class SqlStore:
                 await conn.execute(text("SELECT 1"))
 
     async def get_or_create_conversation(
-        self, continuation_id: str, title: str | None, metadata: JsonObject, now: datetime
+        self,
+        continuation_id: str,
+        client_id: str,
+        title: str | None,
+        metadata: JsonObject,
+        now: datetime,
     ) -> tuple[Conversation, bool]:
         async with self._errors("create_conversation"), self.engine.begin() as conn:
-            return await self._get_or_create(conn, continuation_id, title, metadata, now)
+            return await self._get_or_create(conn, continuation_id, client_id, title, metadata, now)
 
     async def _get_or_create(
         self,
         conn: AsyncConnection,
         continuation_id: str,
+        client_id: str,
         title: str | None,
         metadata: JsonObject,
         now: datetime,
@@ -198,6 +267,7 @@ class SqlStore:
             self._insert(conversations)
             .values(
                 continuation_id=continuation_id,
+                client_id=client_id,
                 title=title,
                 metadata=metadata,
                 created_at=now,
@@ -235,11 +305,15 @@ class SqlStore:
         return History(conversation, tuple(reversed(newest_first)), len(rows) <= limit)
 
     async def append_message(
-        self, continuation_id: str, message: NewMessage, now: datetime
+        self, continuation_id: str, client_id: str, message: NewMessage, now: datetime
     ) -> AppendResult:
         try:
             async with self._errors("append_message"), self.engine.begin() as conn:
-                conversation, _ = await self._get_or_create(conn, continuation_id, None, {}, now)
+                conversation, _ = await self._get_or_create(
+                    conn, continuation_id, client_id, None, {}, now
+                )
+                if conversation.client_id != client_id:
+                    raise ConversationNotFound(continuation_id)
                 await conn.execute(
                     update(conversations)
                     .where(conversations.c.id == conversation.id)
@@ -283,6 +357,7 @@ def _conversation(row: Row[Any]) -> Conversation:
     return Conversation(
         id=int(m["id"]),
         continuation_id=m["continuation_id"],
+        client_id=m["client_id"],
         title=m["title"],
         metadata=dict(m["metadata"] or {}),
         created_at=m["created_at"],

@@ -10,8 +10,11 @@ Idempotency rides on the same unique constraints as the SQL backend:
 a conflicting insert returns no row, so the stored row is read back. PostgREST has no
 multi-statement transactions, so an append is three idempotent requests (conversation,
 message, ``updated_at``); a failure between them can leave an empty conversation or a
-stale ``updated_at``, never a partial message. Not exercised against a live Supabase
-here: this repository's tests have no network.
+stale ``updated_at``, never a partial message. The owner is checked after the
+conversation is found and before the message is written. PostgREST reports Postgres
+errors by SQLSTATE: class 22 and 23 (and an unparsable body, PGRST102) are
+:class:`InvalidData`. Not exercised against a live Supabase here: this repository's
+tests have no network.
 """
 
 from __future__ import annotations
@@ -25,10 +28,18 @@ from typing import Any
 
 import httpx
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.propagate import get_global_textmap
 from postgrest import APIError
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
-from storage_adapter.errors import IdempotencyConflict, SchemaError, StoreUnavailable
+from storage_adapter.checks import is_tracing_key
+from storage_adapter.errors import (
+    ConversationNotFound,
+    IdempotencyConflict,
+    InvalidData,
+    SchemaError,
+    StoreUnavailable,
+)
 from storage_adapter.models import (
     AppendResult,
     Conversation,
@@ -43,19 +54,27 @@ from storage_adapter.models import (
 
 logger = logging.getLogger(__name__)
 
-CONVERSATION_COLUMNS = "id,continuation_id,title,metadata,created_at,updated_at"
+CONVERSATION_COLUMNS = "id,continuation_id,client_id,title,metadata,created_at,updated_at"
 MESSAGE_COLUMNS = "id,conversation_id,role,content,metadata,idempotency_key,created_at"
 # PostgREST: unknown table (PGRST205, older: 42P01), unknown column (42703, PGRST204).
 _SCHEMA_ERROR_CODES = frozenset({"PGRST205", "42P01", "42703", "PGRST204"})
-SCHEMA_HINT = "create them with services/storage_adapter/schema.sql"
+# SQLSTATE classes about the data (22 data exception, 23 integrity), and PostgREST's
+# "invalid request body".
+_DATA_ERROR_CLASSES = ("22", "23")
+_DATA_ERROR_CODES = frozenset({"PGRST102"})
+SCHEMA_HINT = (
+    "create them with services/storage_adapter/schema.sql "
+    "(run it again to upgrade tables made for an older adapter)"
+)
 
 
 def conversation_row(
-    continuation_id: str, title: str | None, metadata: JsonObject, now: datetime
+    continuation_id: str, client_id: str, title: str | None, metadata: JsonObject, now: datetime
 ) -> dict[str, Any]:
     stamp = iso_utc(now)
     return {
         "continuation_id": continuation_id,
+        "client_id": client_id,
         "title": title,
         "metadata": metadata,
         "created_at": stamp,
@@ -74,6 +93,22 @@ def message_row(conversation_id: int, message: NewMessage, now: datetime) -> dic
     }
 
 
+class NoPropagationTransport(httpx.AsyncHTTPTransport):
+    """Removes trace context and baggage from requests as they leave.
+
+    Supabase is a third party: our trace ids and whatever callers put into baggage
+    stay with us. The httpx instrumentation wraps this transport and injects the
+    headers just before calling it, so they are removed here, after; the client
+    spans are recorded all the same.
+    """
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        fields = {name.lower() for name in get_global_textmap().fields}
+        for name in [n for n in request.headers if n.lower() in fields or is_tracing_key(n)]:
+            del request.headers[name]
+        return await super().handle_async_request(request)
+
+
 def _mapping(row: object) -> Mapping[str, Any]:
     if not isinstance(row, Mapping):
         raise StoreUnavailable("read", f"unexpected PostgREST row type {type(row).__name__}")
@@ -85,6 +120,7 @@ def parse_conversation(value: object) -> Conversation:
     return Conversation(
         id=int(row["id"]),
         continuation_id=str(row["continuation_id"]),
+        client_id=str(row["client_id"]),
         title=row.get("title"),
         metadata=dict(row.get("metadata") or {}),
         created_at=as_utc(datetime.fromisoformat(row["created_at"])),
@@ -97,12 +133,17 @@ def parse_message(value: object) -> Message:
     return Message.from_json({**row, "metadata": row.get("metadata") or {}})
 
 
-def translate_error(operation: str, exc: Exception) -> StoreUnavailable:
+def translate_error(operation: str, exc: Exception) -> StoreUnavailable | InvalidData:
     """PostgREST and transport errors as the store's errors (codes only, no bodies)."""
     if isinstance(exc, APIError):
-        if exc.code in _SCHEMA_ERROR_CODES:
-            return SchemaError(f"Supabase tables or columns missing ({exc.code}); {SCHEMA_HINT}")
-        return StoreUnavailable(operation, f"PostgREST error {exc.code or 'unknown'}")
+        code = exc.code or ""
+        if code in _SCHEMA_ERROR_CODES:
+            return SchemaError(f"Supabase tables or columns missing ({code}); {SCHEMA_HINT}")
+        if code[:2] in _DATA_ERROR_CLASSES or code in _DATA_ERROR_CODES:
+            return InvalidData(operation, f"PostgREST error {code}")
+        return StoreUnavailable(operation, f"PostgREST error {code or 'unknown'}")
+    if isinstance(exc, UnicodeError):
+        return InvalidData(operation, f"{type(exc).__name__} (text that cannot be encoded)")
     return StoreUnavailable(operation, type(exc).__name__)
 
 
@@ -133,7 +174,7 @@ class SupabaseStore:
     async def _errors(self, operation: str) -> AsyncIterator[None]:
         try:
             yield
-        except (APIError, httpx.HTTPError, OSError) as exc:
+        except (APIError, httpx.HTTPError, OSError, UnicodeError) as exc:
             raise translate_error(operation, exc) from exc
 
     async def initialize(self) -> None:
@@ -150,18 +191,28 @@ class SupabaseStore:
                 await self._client.table("conversations").select("id").limit(1).execute()
 
     async def get_or_create_conversation(
-        self, continuation_id: str, title: str | None, metadata: JsonObject, now: datetime
+        self,
+        continuation_id: str,
+        client_id: str,
+        title: str | None,
+        metadata: JsonObject,
+        now: datetime,
     ) -> tuple[Conversation, bool]:
         async with self._errors("create_conversation"):
-            return await self._get_or_create(continuation_id, title, metadata, now)
+            return await self._get_or_create(continuation_id, client_id, title, metadata, now)
 
     async def _get_or_create(
-        self, continuation_id: str, title: str | None, metadata: JsonObject, now: datetime
+        self,
+        continuation_id: str,
+        client_id: str,
+        title: str | None,
+        metadata: JsonObject,
+        now: datetime,
     ) -> tuple[Conversation, bool]:
         inserted = (
             await self._client.table("conversations")
             .upsert(
-                conversation_row(continuation_id, title, metadata, now),
+                conversation_row(continuation_id, client_id, title, metadata, now),
                 on_conflict="continuation_id",
                 ignore_duplicates=True,
             )
@@ -202,10 +253,12 @@ class SupabaseStore:
         return History(conversation, tuple(reversed(newest_first)), len(rows) <= limit)
 
     async def append_message(
-        self, continuation_id: str, message: NewMessage, now: datetime
+        self, continuation_id: str, client_id: str, message: NewMessage, now: datetime
     ) -> AppendResult:
         async with self._errors("append_message"):
-            conversation, _ = await self._get_or_create(continuation_id, None, {}, now)
+            conversation, _ = await self._get_or_create(continuation_id, client_id, None, {}, now)
+            if conversation.client_id != client_id:
+                raise ConversationNotFound(continuation_id)
             inserted = (
                 await self._client.table("messages")
                 .upsert(

@@ -2,8 +2,10 @@
 
 Timestamps are UTC: ``timestamptz`` in Postgres, fixed-width ISO 8601 text with
 ``+00:00`` in SQLite (so that text order is time order). ``schema_version`` records
-which migrations ran; version 1 is the initial schema. Keep ``schema.sql`` (the DDL for
-Supabase, where the adapter cannot run DDL) in step with this file.
+which migrations ran: version 1 is the initial schema; version 2 adds
+``conversations.client_id`` (the owner; existing rows belong to ``default``). A new
+database gets the latest tables at once. Keep ``schema.sql`` (the DDL for Supabase,
+where the adapter cannot run DDL) in step with this file.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 
+from exai_contracts.ids import DEFAULT_CLIENT_ID
 from storage_adapter.models import ROLES, as_utc, iso_utc
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+CLIENT_ID_CHARS = 64
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -79,6 +83,12 @@ conversations = Table(
     metadata,
     Column("id", _BigId, primary_key=True, autoincrement=True),
     Column("continuation_id", String(128), nullable=False, unique=True),
+    Column(
+        "client_id",
+        String(CLIENT_ID_CHARS),
+        nullable=False,
+        server_default=DEFAULT_CLIENT_ID,
+    ),
     Column("title", Text, nullable=True),
     Column("metadata", _Json, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),

@@ -117,9 +117,7 @@ async def test_health_requests_share_one_probe_of_each_dependency(stack: Stack) 
 
 async def test_health_cache_can_be_turned_off(stack: Stack) -> None:
     async with relay(stack.storage_url) as storage:
-        gateway, _ = await stack.start_gateway(
-            EXAI_STORAGE_URL=storage.url, EXAI_HEALTH_CACHE_S=0
-        )
+        gateway, _ = await stack.start_gateway(EXAI_STORAGE_URL=storage.url, EXAI_HEALTH_CACHE_S=0)
         base = gateway.url.replace("ws://", "http://")
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             for _ in range(3):

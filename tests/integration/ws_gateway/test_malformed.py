@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -315,3 +316,61 @@ async def test_mcp_undecodable_or_non_ascii_token_is_401(stack: Stack, query: st
         ):
             pass
     assert info.value.response.status_code == 401
+
+
+async def raw_upgrade(gateway: Gateway, target: bytes, *headers: bytes) -> bytes:
+    """An upgrade request written byte for byte (clients percent-encode; attackers need
+    not); the status line of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        request = [
+            b"GET " + target + b" HTTP/1.1",
+            b"Host: 127.0.0.1",
+            b"Upgrade: websocket",
+            b"Connection: Upgrade",
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            b"Sec-WebSocket-Version: 13",
+            *headers,
+        ]
+        writer.write(b"\r\n".join(request) + b"\r\n\r\n")
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), RECV_TIMEOUT_S)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "header"),
+    [
+        (b"/mcp?token=\xff\xfe", b"X-Nothing: 1"),
+        (b"/mcp", b"Authorization: Bearer " + "é".encode() * 20),
+        (b"/caf\xc3\xa9?token=" + TOKEN.encode() + b"\xed\xa0\x80", b"X-Nothing: 1"),
+    ],
+    ids=["raw-query", "raw-header", "raw-path"],
+)
+async def test_mcp_raw_non_ascii_bytes_in_the_upgrade_are_401(
+    stack: Stack, target: bytes, header: bytes
+) -> None:
+    status = await raw_upgrade(
+        stack.gateway, target, header, b"Sec-WebSocket-Protocol: mcp"
+    )
+    assert status.startswith(b"HTTP/1.1 401"), status
+    await still_works_native(stack)
+
+
+async def still_works_native(stack: Stack) -> None:
+    async with native(stack.gateway) as client:
+        await still_works(client)
+
+
+async def test_a_raw_non_ascii_path_is_logged_as_valid_text(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ws_gateway")
+    status = await raw_upgrade(stack.gateway, b"/caf\xc3\xa9\xff?token=abc")
+    assert status.startswith(b"HTTP/1.1 101"), status
+    await still_works_native(stack)
+    opened = [r.getMessage() for r in caplog.records if "connection open" in r.getMessage()]
+    assert any("/café\ufffd" in message for message in opened), opened
+    for record in caplog.records:
+        record.getMessage().encode("utf-8")  # a lone surrogate here breaks log export

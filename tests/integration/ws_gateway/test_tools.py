@@ -110,7 +110,7 @@ async def test_chat_degrades_without_storage(captured: CapturedTelemetry, tmp_pa
     dead = f"http://127.0.0.1:{free_port()}"
     async with running_stack(captured, tmp_path, EXAI_STORAGE_URL=dead) as stack:
         async with native(stack.gateway) as client:
-            result = final(await client.run("chat", {"prompt": "hello", "continuation_id": "c1"}))
+            result = final(await client.run("chat", {"prompt": "hello", "continuation_id": "c-1"}))
     assert result["op"] == "call_tool_res"
     assert result["outputs"][0]["text"]
     assert result["metadata"]["memory"] == {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from storage_adapter.cache import cap_history, later_conversation, merge_message
 from storage_adapter.cache.redis import EPOCH_KEY, decode_entry, keys
 from tests.unit.storage_adapter.helpers import conversation, history, message
@@ -33,8 +35,9 @@ def test_later_conversation_keeps_the_newest_update() -> None:
 
 
 def test_redis_keys_are_per_conversation_plus_one_epoch() -> None:
-    conv, msgs, gen, epoch = keys("abc")
-    assert len({conv, msgs, gen}) == 3 and all("abc" in k for k in (conv, msgs, gen))
+    conv, msgs, gen, epoch, leases = keys("abc")
+    own = (conv, msgs, gen, leases)
+    assert len(set(own)) == 4 and all("abc" in k for k in own)
     assert epoch == EPOCH_KEY and keys("other")[3] == EPOCH_KEY
 
 
@@ -62,3 +65,12 @@ def test_decode_entry_rejects_old_epochs_and_partial_entries() -> None:
     assert decode_entry({}, [], "0") is None
     assert decode_entry(_fields(1, epoch="2"), members, "3") is None
     assert decode_entry(_fields(2), members, "3") is None  # half-expired entry
+
+
+def test_an_entry_without_an_owner_is_not_served() -> None:
+    """Written by an adapter from before owners: the lookup treats it as a miss."""
+    fields = _fields(0)
+    data = json.loads(fields["conv"])
+    del data["client_id"]
+    with pytest.raises(KeyError):
+        decode_entry({**fields, "conv": json.dumps(data)}, [], "3")

@@ -40,9 +40,23 @@ class SwitchableCache(MemoryCache):
         self._check()
         return await super().fill(continuation_id, history, token)
 
-    async def append(self, continuation_id: str, conv: Conversation, msg: Message) -> None:
+    async def begin_write(self, continuation_id: str) -> object:
         self._check()
-        await super().append(continuation_id, conv, msg)
+        return await super().begin_write(continuation_id)
+
+    async def append(
+        self, continuation_id: str, conv: Conversation, msg: Message, lease: object
+    ) -> None:
+        self._check()
+        await super().append(continuation_id, conv, msg, lease)
+
+    async def release(self, continuation_id: str, lease: object, *, drop: bool) -> None:
+        self._check()
+        await super().release(continuation_id, lease, drop=drop)
+
+    async def abandon(self, continuation_id: str, lease: object) -> None:
+        self._check()
+        await super().abandon(continuation_id, lease)
 
     async def invalidate_all(self) -> None:
         self._check()
@@ -137,8 +151,9 @@ async def test_a_missed_write_invalidates_before_the_next_read(
     assert lookup is not None
     await guard.fill("a", history(1), lookup.token)
 
+    lease = await guard.begin_write("a")
     cache.down = True
-    await guard.append("a", conversation(), message(2))  # the durable write succeeded
+    await guard.append("a", conversation(), message(2), lease)  # the durable write succeeded
     cache.down = False
     clock.now += 1.5
 
@@ -156,7 +171,9 @@ async def test_skipped_writes_count_as_missed(
     cache.down = True
     await guard.lookup("a")
     cache.down = False  # back, but the guard is still waiting for its retry time
-    await guard.append("a", conversation(), message(2))
+    lease = await guard.begin_write("a")
+    assert lease is None
+    await guard.append("a", conversation(), message(2), lease)
     clock.now += 1.5
     await guard.lookup("a")
     assert cache.invalidations == 1

@@ -1,8 +1,10 @@
-"""The in-process cache: TTL, LRU bounds, turn cap, and generation-guarded fills."""
+"""The in-process cache: TTL, LRU bounds, turn cap, generation-guarded fills and
+write leases."""
 
 from __future__ import annotations
 
 from storage_adapter.cache.memory import MemoryCache
+from storage_adapter.models import Conversation, Message
 from tests.unit.storage_adapter.helpers import conversation, history, message
 
 
@@ -15,9 +17,21 @@ class Clock:
 
 
 def cache(clock: Clock | None = None, **overrides: int) -> MemoryCache:
-    options = {"ttl_s": 10, "max_turns": 3, "max_conversations": 100, "max_chars": 1_000_000}
+    options = {
+        "ttl_s": 10,
+        "max_turns": 3,
+        "max_conversations": 100,
+        "max_chars": 1_000_000,
+        "write_lease_s": 5,
+    }
     options.update(overrides)
     return MemoryCache(clock=clock or Clock(), **options)
+
+
+async def written(c: MemoryCache, continuation_id: str, conv: Conversation, msg: Message) -> None:
+    """A whole successful write as the service makes it: lease, (commit), append."""
+    lease = await c.begin_write(continuation_id)
+    await c.append(continuation_id, conv, msg, lease)
 
 
 async def filled(c: MemoryCache, continuation_id: str, *ids: int) -> None:
@@ -75,7 +89,7 @@ async def test_append_merges_in_id_order_and_refreshes_ttl() -> None:
     c = cache(clock, max_turns=5)
     await filled(c, "a", 1, 3)
     clock.now += 8
-    await c.append("a", conversation(updated_s=30), message(2))
+    await written(c, "a", conversation(updated_s=30), message(2))
     clock.now += 8  # past the fill's TTL, within the append's
     cached = (await c.lookup("a")).history
     assert cached is not None
@@ -87,7 +101,7 @@ async def test_append_merges_in_id_order_and_refreshes_ttl() -> None:
 async def test_append_past_the_cap_drops_the_oldest() -> None:
     c = cache(max_turns=3)
     await filled(c, "a", 1, 2, 3)
-    await c.append("a", conversation(), message(4))
+    await written(c, "a", conversation(), message(4))
     cached = (await c.lookup("a")).history
     assert cached is not None
     assert [m.id for m in cached.messages] == [2, 3, 4]
@@ -97,7 +111,7 @@ async def test_append_past_the_cap_drops_the_oldest() -> None:
 async def test_a_fill_started_before_a_write_is_refused() -> None:
     c = cache()
     stale_token = (await c.lookup("a")).token
-    await c.append("a", conversation(), message(5))  # no entry: only the generation moves
+    await written(c, "a", conversation(), message(5))  # no entry: only the generation moves
     assert not await c.fill("a", history(1), stale_token)
     assert (await c.lookup("a")).history is None
     assert await c.fill("a", history(1, 5), (await c.lookup("a")).token)
@@ -106,9 +120,9 @@ async def test_a_fill_started_before_a_write_is_refused() -> None:
 async def test_forgotten_generations_never_let_a_stale_fill_through() -> None:
     c = cache(max_conversations=1)  # keeps 4 generations
     stale_token = (await c.lookup("a")).token
-    await c.append("a", conversation(), message(1))
+    await written(c, "a", conversation(), message(1))
     for other in ("b", "c", "d", "e", "f"):
-        await c.append(other, conversation(), message(2))
+        await written(c, other, conversation(), message(2))
     assert not await c.fill("a", history(), stale_token)
 
 
@@ -118,3 +132,56 @@ async def test_invalidate_all_forgets_everything() -> None:
     await filled(c, "b", 2)
     await c.invalidate_all()
     assert len(c) == 0 and c.chars == 0
+
+
+async def test_a_lease_that_runs_out_drops_the_entry() -> None:
+    """The writer died between its commit and its cache update."""
+    clock = Clock()
+    c = cache(clock)
+    await filled(c, "a", 1)
+    await c.begin_write("a")  # ... and never ended
+    during = await c.lookup("a")
+    assert during.history is not None  # the write is not acknowledged yet
+    clock.now += 4
+    assert await c.fill("a", history(1), during.token)  # a reader's refill, without m2
+    clock.now += 1.5
+    after = await c.lookup("a")
+    assert after.history is None  # the lease ran out: whatever was cached is dropped
+    assert not await c.fill("a", history(1), during.token)
+    assert await c.fill("a", history(1, 2), after.token)
+    assert (await c.lookup("a")).history == history(1, 2)
+
+
+async def test_an_abandoned_write_drops_the_entry_now_and_when_its_lease_ends() -> None:
+    """The commit's outcome is unknown: it may land later (within the lease)."""
+    clock = Clock()
+    c = cache(clock)
+    await filled(c, "a", 1)
+    lease = await c.begin_write("a")
+    await c.abandon("a", lease)
+    assert (await c.lookup("a")).history is None
+    await filled(c, "a", 1)  # read before the late commit
+    clock.now += 5
+    assert (await c.lookup("a")).history is None
+
+
+async def test_release_keeps_or_drops_the_entry() -> None:
+    c = cache()
+    await filled(c, "a", 1)
+    await c.release("a", await c.begin_write("a"), drop=False)  # refused: nothing written
+    assert (await c.lookup("a")).history == history(1)
+    await c.release("a", await c.begin_write("a"), drop=True)  # a replay
+    assert (await c.lookup("a")).history is None
+
+
+async def test_an_append_after_its_lease_ran_out_drops_the_entry() -> None:
+    clock = Clock()
+    c = cache(clock)
+    await filled(c, "a", 1)
+    lease = await c.begin_write("a")
+    clock.now += 6
+    await filled(c, "a", 1)  # the lease ran out (and was noticed); the commit is late
+    await c.append("a", conversation(), message(2), lease)
+    assert (await c.lookup("a")).history is None
+    await c.append("a", conversation(), message(3), None)  # no lease at all: same
+    assert (await c.lookup("a")).history is None

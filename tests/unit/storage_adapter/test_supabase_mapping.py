@@ -10,9 +10,10 @@ from __future__ import annotations
 import httpx
 from postgrest import APIError
 
-from storage_adapter.errors import SchemaError, StoreUnavailable
+from storage_adapter.errors import InvalidData, SchemaError, StoreUnavailable
 from storage_adapter.models import NewMessage
 from storage_adapter.store.supabase import (
+    CONVERSATION_COLUMNS,
     SupabaseStore,
     conversation_row,
     message_row,
@@ -25,9 +26,10 @@ from tests.unit.storage_adapter.helpers import T0
 
 
 def test_rows_carry_utc_iso_timestamps_and_no_ids() -> None:
-    row = conversation_row("c-1", "t", {"a": 1}, T0)
+    row = conversation_row("c-1", "default", "t", {"a": 1}, T0)
     assert row == {
         "continuation_id": "c-1",
+        "client_id": "default",
         "title": "t",
         "metadata": {"a": 1},
         "created_at": "2025-01-02T03:04:05.678901+00:00",
@@ -49,6 +51,7 @@ def test_postgrest_rows_parse_to_records() -> None:
         {
             "id": 3,
             "continuation_id": "c-1",
+            "client_id": "default",
             "title": None,
             "metadata": None,
             "created_at": "2025-01-02T03:04:05.678901+00:00",
@@ -95,3 +98,23 @@ async def test_client_builds_offline_and_fails_clearly_when_unreachable() -> Non
             raise AssertionError("initialize succeeded against a closed port")
     finally:
         await store.close()
+
+
+def test_data_errors_are_the_requests_fault_not_an_outage() -> None:
+    for code in ("22021", "22P02", "22P05", "23505", "23514", "PGRST102"):
+        error = translate_error("append_message", APIError({"code": code, "message": "no"}))
+        assert isinstance(error, InvalidData), code
+        assert code in error.reason and "no" not in error.reason.split()
+    for code in ("08006", "57P01", "PGRST301", "53300"):
+        error = translate_error("append_message", APIError({"code": code, "message": "no"}))
+        assert type(error) is StoreUnavailable, code
+    encoding = translate_error("append_message", UnicodeEncodeError("utf-8", "\ud800", 0, 1, "x"))
+    assert isinstance(encoding, InvalidData)
+
+
+def test_rows_carry_the_owner() -> None:
+    row = conversation_row("c-1", "alice", None, {}, T0)
+    assert row["client_id"] == "alice"
+    assert "client_id" in CONVERSATION_COLUMNS.split(",")
+    parsed = parse_conversation({**row, "id": 1, "metadata": {}, "created_at": row["created_at"]})
+    assert parsed.client_id == "alice"

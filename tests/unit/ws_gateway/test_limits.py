@@ -8,7 +8,7 @@ import random
 import pytest
 
 from ws_gateway.errors import OverCapacity
-from ws_gateway.limits import ConnectionLimiter, InflightLimiter
+from ws_gateway.limits import ConnectionLimiter, InflightLimiter, TokenBucket
 
 
 def test_per_session_cap_then_global_cap() -> None:
@@ -110,3 +110,53 @@ def test_connection_limiter_admits_up_to_the_cap() -> None:
             assert not third
         assert limiter.open == 2
     assert limiter.open == 0
+
+
+def test_unauthenticated_connections_have_their_own_cap() -> None:
+    limiter = ConnectionLimiter(4, max_unauthenticated=2)
+    with limiter.admit() as first, limiter.admit() as second:
+        assert first is not None and second is not None
+        with limiter.admit() as third:
+            assert third is None  # a third unauthenticated one: no place
+        with limiter.admit(authenticated=True) as mcp:
+            assert mcp is not None  # authenticated at the upgrade: room is left for it
+            assert (limiter.open, limiter.unauthenticated) == (3, 2)
+        first.authenticate()
+        first.authenticate()  # twice changes nothing
+        assert (limiter.open, limiter.unauthenticated) == (2, 1)
+        with limiter.admit() as again:
+            assert again is not None
+    assert (limiter.open, limiter.unauthenticated) == (0, 0)
+
+
+def test_the_total_cap_holds_for_authenticated_connections_too() -> None:
+    limiter = ConnectionLimiter(1, max_unauthenticated=1)
+    with limiter.admit(authenticated=True) as first:
+        assert first is not None
+        with limiter.admit(authenticated=True) as second:
+            assert second is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_rate_and_burst() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(2.0, 3, clock=clock)
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    assert bucket.retry_after_s() == pytest.approx(0.5)
+    clock.now += 0.5
+    assert bucket.take() and not bucket.take()
+    clock.now += 100  # idle time saves up no more than the burst
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (1, 0)])
+def test_token_bucket_refuses_nonsense(rate: float, burst: int) -> None:
+    with pytest.raises(ValueError):
+        TokenBucket(rate, burst)

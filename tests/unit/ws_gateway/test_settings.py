@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -88,3 +91,121 @@ def test_bad_values_name_their_variable(name: str, value: str) -> None:
     assert describe_validation_error(GatewaySettings, info.value).startswith(
         f"invalid setting {name}:"
     )
+
+
+# --- limits (issue 8, point 7) ----------------------------------------------------------
+
+
+def test_limit_defaults() -> None:
+    settings = build(EXAI_WS_TOKEN=STRONG)
+    assert settings.max_hello_frame_bytes == 8 * 1024
+    assert settings.max_unauthenticated == 64 < settings.max_connections
+    assert settings.ws_max_queue == 4
+    assert (settings.ws_rate_per_s, settings.ws_rate_burst) == (50, 100)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EXAI_MAX_HELLO_FRAME_BYTES", "100"),
+        ("EXAI_MAX_UNAUTHENTICATED", "0"),
+        ("EXAI_WS_MAX_QUEUE", "0"),
+        ("EXAI_WS_RATE_PER_S", "0"),
+        ("EXAI_WS_RATE_PER_S", "fast"),
+        ("EXAI_WS_RATE_BURST", "0"),
+    ],
+)
+def test_bad_limits_name_their_variable(name: str, value: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        build(EXAI_WS_TOKEN=STRONG, **{name: value})
+    assert describe_validation_error(GatewaySettings, info.value).startswith(
+        f"invalid setting {name}:"
+    )
+
+
+# --- client tokens (issue 8, point 12) --------------------------------------------------
+
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-0123456789"
+
+
+def test_ws_token_alone_is_client_default() -> None:
+    tokens = build(EXAI_WS_TOKEN=STRONG).client_tokens()
+    assert tokens.client_for(STRONG) == "default" and len(tokens) == 1
+
+
+def test_tokens_from_the_environment_map_and_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"alice": ALICE, "bob": [BOB, BOB + "-next"]}))
+    carol = "carol-token-0123456789"
+    settings = build(
+        EXAI_WS_TOKENS_FILE=str(path), EXAI_WS_TOKENS=json.dumps({"carol": carol})
+    )
+    assert settings.ws_token is None
+    tokens = settings.client_tokens()
+    assert [tokens.client_for(t) for t in (ALICE, BOB, BOB + "-next", carol, STRONG)] == [
+        "alice",
+        "bob",
+        "bob",
+        "carol",
+        None,
+    ]
+    # Every token is a registered secret (the log and span scrubbers know it) …
+    assert {ALICE, BOB, BOB + "-next", carol} <= set(settings.secret_values())
+    # … and never in the settings' repr.
+    assert not any(t in repr(settings) for t in (ALICE, BOB, carol))
+
+
+def test_the_token_file_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"alice": ALICE}))
+    monkeypatch.delenv("EXAI_WS_TOKEN", raising=False)
+    monkeypatch.setenv("EXAI_WS_TOKENS_FILE", str(path))
+    monkeypatch.setenv("EXAI_WS_TOKENS", json.dumps({"bob": BOB}))
+    settings = GatewaySettings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.client_tokens().client_ids == {"alice", "bob"}
+
+
+def bad(**env: str) -> str:
+    with pytest.raises(ValidationError) as info:
+        build(**env)
+    message = describe_validation_error(GatewaySettings, info.value)
+    assert not any(t in message for t in (ALICE, BOB, STRONG)), message
+    return message
+
+
+def test_bad_token_maps_name_their_variable(tmp_path: Path) -> None:
+    assert bad(EXAI_WS_TOKENS="alice=" + ALICE).startswith("invalid setting EXAI_WS_TOKENS:")
+    message = bad(EXAI_WS_TOKENS=json.dumps({"alice": "short"}))
+    assert "EXAI_WS_TOKENS" in message and "'alice'" in message and "16 characters" in message
+    assert "placeholder" in bad(
+        EXAI_WS_TOKENS=json.dumps({"alice": "changeme-changeme"}), EXAI_ENVIRONMENT="production"
+    )
+    missing = tmp_path / "missing.json"
+    assert bad(EXAI_WS_TOKENS_FILE=str(missing)).startswith(
+        "invalid setting EXAI_WS_TOKENS_FILE: Value error, cannot read"
+    )
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"alice": ALICE}))
+    assert "also in EXAI_WS_TOKENS_FILE" in bad(
+        EXAI_WS_TOKENS_FILE=str(path), EXAI_WS_TOKENS=json.dumps({"alice": BOB})
+    )
+
+
+def test_a_token_belongs_to_one_client() -> None:
+    assert "unique" in bad(EXAI_WS_TOKENS=json.dumps({"alice": ALICE, "bob": ALICE}))
+    assert "unique" in bad(EXAI_WS_TOKEN=ALICE, EXAI_WS_TOKENS=json.dumps({"alice": ALICE}))
+
+
+def test_the_map_must_not_name_client_default_when_ws_token_is_set() -> None:
+    message = bad(EXAI_WS_TOKEN=STRONG, EXAI_WS_TOKENS=json.dumps({"default": ALICE}))
+    assert message.startswith("invalid setting EXAI_WS_TOKEN:") and "'default'" in message
+
+
+def test_some_token_is_required() -> None:
+    for env in ({}, {"EXAI_WS_TOKEN": ""}, {"EXAI_WS_TOKENS": ""}, {"EXAI_WS_TOKENS_FILE": " "}):
+        message = bad(**env)
+        assert message.startswith("invalid setting EXAI_WS_TOKEN:")
+        assert "EXAI_WS_TOKENS_FILE" in message
