@@ -173,7 +173,9 @@ class InternalAuth:
             if presented is None
             else AuthFailure("invalid_token", f"invalid internal token (expected {self._variable})")
         )
-        logger.warning("refused %s %s: %s", scope.get("method", "?"), scope["path"], failure.code)
+        # Bounded: whoever is refused chooses the path.
+        path = scope["path"][:200]
+        logger.warning("refused %s %s: %s", scope.get("method", "?"), path, failure.code)
         response = self._reject(failure)
         response.headers["WWW-Authenticate"] = 'Bearer realm="exai"'
         await response(scope, receive, send)

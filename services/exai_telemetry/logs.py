@@ -6,7 +6,11 @@
   context on the record itself and the correlation ID as attribute `exai.correlation_id`,
   so Loki (compose) and `exai trace` (no-Docker) find a request's log lines.
 
-Both paths scrub registered secrets from the message, its arguments and tracebacks.
+Both paths scrub every record, whoever logged it (our modules, uvicorn, websockets —
+which quotes a request line it cannot parse, query string included, in a traceback):
+registered secret values, bearer credentials and sensitive query parameters go from the
+message, its arguments, extra fields, tracebacks (`exc_info`, `exc_text`) and
+`stack_info`.
 """
 
 from __future__ import annotations
@@ -78,11 +82,23 @@ class TraceContextFilter(logging.Filter):
 
 
 class UtcJsonFormatter(JsonFormatter):
+    """One JSON object per record; every field scrubbed as the last step, so nothing
+    formatted here (the message, a traceback, a stack, an extra field) escapes it."""
+
+    def __init__(self, *args: Any, registry: SecretRegistry, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._registry = registry
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in log_data.items() if v is not None}
+        return {k: scrub_any(v, self._registry) for k, v in log_data.items() if v is not None}
+
+    def serialize_log_record(self, log_data: dict[str, Any]) -> str:
+        # Objects the encoder turns into text (str() of an extra field) were not strings
+        # when the fields were scrubbed.
+        return self._registry.scrub(super().serialize_log_record(log_data))
 
 
 def configure_logging(service_name: str, level: str, registry: SecretRegistry) -> None:
@@ -100,6 +116,7 @@ def configure_logging(service_name: str, level: str, registry: SecretRegistry) -
             "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s "
             "%(trace_id)s %(span_id)s %(correlation_id)s",
             rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+            registry=registry,
         )
     )
     root.addHandler(handler)
@@ -125,10 +142,18 @@ class OtlpLogHandler(LoggingHandler):
         otlp_record = copy.copy(record)
         for name in _STDOUT_ONLY_FIELDS:
             otlp_record.__dict__.pop(name, None)
-        if isinstance(otlp_record.msg, str):
-            otlp_record.msg = self._registry.scrub(otlp_record.msg)
-        if otlp_record.args:
-            otlp_record.args = scrub_any(otlp_record.args, self._registry)
+        # The body as it will read: a secret can be assembled from a harmless format
+        # and harmless arguments.
+        try:
+            body = otlp_record.getMessage()
+        except Exception:  # a bad format: the handler would fail the same way
+            body = str(otlp_record.msg)
+        otlp_record.msg = self._registry.scrub(body)
+        otlp_record.args = None
+        # Extra fields become attributes.
+        for name, value in list(otlp_record.__dict__.items()):
+            if isinstance(value, str) and name != "msg":
+                otlp_record.__dict__[name] = self._registry.scrub(value)
         correlation_id = current_correlation_id()
         if correlation_id is not None:
             otlp_record.__dict__[CORRELATION_ATTRIBUTE] = correlation_id
@@ -141,7 +166,7 @@ class OtlpLogHandler(LoggingHandler):
                 "".join(traceback.format_exception(exc_type, exc, tb))
             )
             otlp_record.exc_info = None
-            otlp_record.exc_text = None
+        otlp_record.exc_text = None
         super().emit(otlp_record)
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 REDACTED = "[REDACTED]"
@@ -41,7 +42,16 @@ CONTENT_ATTRIBUTES = frozenset(
     }
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
-_QUERY_SECRET = re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey|key)=)[^&\s\"']+")
+# A sensitive parameter anywhere in free text (a request line in an exception message, a
+# URL in a log line): after any separator a query or fragment can have, up to the next.
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;#](?:"
+    + "|".join(sorted(map(re.escape, SENSITIVE_QUERY_PARAMS), key=len, reverse=True))
+    + r")=)[^&;#\s\"']+"
+)
+# Between the parameters of a query or fragment. A second `?` separates too: servers
+# and proxies differ on it, so redaction must not bet on one reading.
+_QUERY_SEPARATOR = re.compile(r"([&;?])")
 _MIN_SECRET_LENGTH = 6
 
 
@@ -75,28 +85,51 @@ class SecretRegistry:
         return text
 
 
+def redact_query(query: str) -> str:
+    """`query` (or a fragment) with the value of every sensitive parameter replaced and
+    everything else exactly as it was (no re-encoding)."""
+    parts = _QUERY_SEPARATOR.split(query)
+    for index in range(0, len(parts), 2):  # odd indexes hold the separators
+        key, eq, _ = parts[index].partition("=")
+        if eq and unquote_plus(key).strip().lower() in SENSITIVE_QUERY_PARAMS:
+            parts[index] = f"{key}={REDACTED}"
+    return "".join(parts)
+
+
 def redact_url(url: str) -> str:
-    """`url` without credentials: no userinfo, sensitive query values replaced."""
+    """`url` without credentials: no userinfo, sensitive query and fragment values
+    replaced."""
     parts = urlsplit(url)
     netloc = parts.hostname or ""
     if parts.port is not None:
         netloc = f"{netloc}:{parts.port}"
-    query = urlencode(
-        [
-            (k, REDACTED if k.lower() in SENSITIVE_QUERY_PARAMS else v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="[]",
+    return urlunsplit(
+        (parts.scheme, netloc, parts.path, redact_query(parts.query), redact_query(parts.fragment))
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redact_path(path: str) -> str:
-    """A request target (`/path?query`) with sensitive query values replaced."""
-    if "?" not in path:
+    """A request target (`/path?query`) with sensitive query values replaced; the rest
+    (a second `?`, `;` separators, a fragment, percent-escapes) as it was."""
+    target, hash_, fragment = path.partition("#")
+    route, question, query = target.partition("?")
+    if not question and not hash_:
         return path
-    route, _, query = path.partition("?")
-    return redact_url(f"http://h{route}?{query}").removeprefix("http://h")
+    return f"{route}{question}{redact_query(query)}{hash_}{redact_query(fragment)}"
+
+
+# Span status descriptions: enough to say what failed, never a whole upstream body.
+MAX_STATUS_DESCRIPTION = 1024
+_PATTERNS_ONLY = SecretRegistry()
+
+
+def error_status(description: str, registry: SecretRegistry | None = None) -> Status:
+    """An ERROR status whose description is safe to export: bearer credentials and
+    sensitive query parameters (and, given a registry, configured secrets) replaced,
+    length bounded. For span status text built from exception messages; the exporter
+    scrubs every status again with the service's registry."""
+    scrubbed = (registry or _PATTERNS_ONLY).scrub(description)
+    return Status(StatusCode.ERROR, scrubbed[:MAX_STATUS_DESCRIPTION])
 
 
 def _redact_value(value: AttributeValue, registry: SecretRegistry) -> AttributeValue:
@@ -155,7 +188,8 @@ class RedactingSpanExporter(SpanExporter):
             span.attributes, self._registry, capture_content=self._capture_content
         )
         events, events_changed = self._redact_events(span.events)
-        if attributes is None and not events_changed:
+        status = self._redact_status(span.status)
+        if attributes is None and not events_changed and status is span.status:
             return span
         return ReadableSpan(
             name=span.name,
@@ -166,11 +200,22 @@ class RedactingSpanExporter(SpanExporter):
             events=events,
             links=span.links,
             kind=span.kind,
-            status=span.status,
+            status=status,
             start_time=span.start_time,
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
+
+    def _redact_status(self, status: Status) -> Status:
+        """The SDK writes `ExcType: message` into the status of a span an exception
+        left; our code writes provider error text. Both may quote a credential."""
+        description = status.description
+        if not description:
+            return status
+        scrubbed = self._registry.scrub(description)
+        if scrubbed == description:
+            return status
+        return Status(status.status_code, scrubbed)
 
     def _redact_events(self, events: Sequence[Event]) -> tuple[Sequence[Event], bool]:
         changed = False
@@ -188,9 +233,14 @@ class RedactingSpanExporter(SpanExporter):
 
 
 def scrub_any(value: Any, registry: SecretRegistry) -> Any:
-    """Scrub strings nested in log arguments without changing other types."""
+    """Scrub strings nested in log arguments and log fields (tuples, lists, dicts)
+    without changing other types."""
     if isinstance(value, str):
         return registry.scrub(value)
     if isinstance(value, tuple):
         return tuple(scrub_any(v, registry) for v in value)
+    if isinstance(value, list):
+        return [scrub_any(v, registry) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub_any(v, registry) for k, v in value.items()}
     return value

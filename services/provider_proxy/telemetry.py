@@ -59,6 +59,7 @@ from opentelemetry.util.types import AttributeValue
 
 from exai_telemetry import names
 from exai_telemetry.correlation import current_tool_label
+from exai_telemetry.redaction import error_status
 from provider_proxy.adapters import ProviderAdapter
 from provider_proxy.completions import ResponseMeta
 from provider_proxy.content import StreamOutput, completion_output, input_messages
@@ -331,7 +332,8 @@ class ChatCall:
         if self.span.is_recording():
             self.span.set_attribute(names.PROVIDER_RETRIES, self.retries)
             self.span.set_attribute(ERROR_TYPE, error_type)
-            self.span.set_status(Status(StatusCode.ERROR, message))
+            # Provider error text can quote what the client or upstream sent.
+            self.span.set_status(error_status(message))
         self._end(outcome, error_type)
 
     def _end(self, outcome: CallOutcome, error_type: str | None) -> None:
@@ -362,7 +364,7 @@ def end_attempt(
         span.set_attribute(names.ATTEMPT_OUTCOME, outcome)
         if error is not None:
             span.set_attribute(ERROR_TYPE, error.error_type)
-            span.set_status(Status(StatusCode.ERROR, str(error)))
+            span.set_status(error_status(str(error)))
         elif outcome == CANCELLED:
             span.set_attribute(ERROR_TYPE, CANCELLED)
         elif outcome == "error":

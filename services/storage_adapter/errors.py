@@ -24,12 +24,17 @@ class StorageAdapterError(Exception):
 
 
 class StoreUnavailable(StorageAdapterError):
-    """The durable store cannot be reached or used right now."""
+    """The durable store cannot be reached or used right now.
 
-    def __init__(self, operation: str, reason: str) -> None:
+    ``in_doubt``: the failure came while a write was being committed, so it may have
+    been stored after all (a retry with the same idempotency key tells).
+    """
+
+    def __init__(self, operation: str, reason: str, *, in_doubt: bool = False) -> None:
         super().__init__(f"durable store unavailable during {operation}: {reason}")
         self.operation = operation
         self.reason = reason
+        self.in_doubt = in_doubt
 
 
 class SchemaError(StoreUnavailable):

@@ -192,9 +192,9 @@ class ConversationService:
                 lambda: self.store.append_message(continuation_id, client_id, message, utc_now()),
             )
         except StorageAdapterError as exc:
-            if isinstance(exc, StoreUnavailable):  # committed or not: unknown
+            if isinstance(exc, StoreUnavailable) and exc.in_doubt:
                 await self.cache.abandon(continuation_id, lease)
-            else:  # refused; nothing written
+            else:  # refused, or failed before committing: nothing written
                 await self.cache.release(continuation_id, lease, drop=False)
             raise
         except BaseException:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import AlertWebhook, Jaeger, Prometheus, Simulator
+from tests.support.internal_auth import local_stack_tokens
 from tests.support.stack import RunningStack, local_stack
 
 pytestmark = pytest.mark.e2e
@@ -72,8 +73,17 @@ def stack(webhook: AlertWebhook) -> Iterator[RunningStack]:
 
 
 @pytest.fixture(scope="package")
-def simulator(stack: RunningStack) -> Iterator[Simulator]:
-    client = Simulator()
+def internal_tokens(stack: RunningStack) -> dict[str, str]:
+    """The service-to-service tokens the stack generated for this run, by variable
+    (`EXAI_PROVIDER_TOKEN`, `EXAI_STORAGE_TOKEN`, `EXAI_SIMULATOR_ADMIN_TOKEN`)."""
+    tokens = local_stack_tokens(stack.var, stack.env)
+    assert len(tokens) == 3, sorted(tokens)
+    return tokens
+
+
+@pytest.fixture(scope="package")
+def simulator(internal_tokens: dict[str, str]) -> Iterator[Simulator]:
+    client = Simulator(internal_tokens["EXAI_SIMULATOR_ADMIN_TOKEN"])
     yield client
     client.http.close()
 

@@ -186,8 +186,12 @@ class Prometheus:
 
 
 class Simulator:
-    def __init__(self) -> None:
-        self.http = httpx.Client(base_url=SIMULATOR, timeout=10)
+    """The simulator's admin API, with its token (EXAI_SIMULATOR_ADMIN_TOKEN)."""
+
+    def __init__(self, admin_token: str) -> None:
+        self.http = httpx.Client(
+            base_url=SIMULATOR, headers={"Authorization": f"Bearer {admin_token}"}, timeout=10
+        )
 
     def set_fault(self, mode: str, rate: float = 1.0, provider: str | None = None) -> None:
         body: dict[str, Any] = {"mode": mode, "rate": rate}

@@ -27,6 +27,7 @@ GATEWAY = "ws://127.0.0.1:8079"
 # The stack's call timeout is 40 s (conftest): a call still open after this is lost.
 CLIENT_TIMEOUT_S = 60.0
 CALLS_PER_CONVERSATION = 8
+PROMISED = frozenset({"stored", "pending"})
 
 
 @dataclass
@@ -40,13 +41,20 @@ class Call:
     # "ack" (call_tool_res), an error code, "connection_lost" or "client_timeout".
     outcome: str = "running"
     answer: str | None = None
-    memory_write: str | None = None  # the gateway's verdict: stored | failed | None
+    # The gateway's verdict on storing the exchange (metadata.memory.write): stored, or
+    # pending (the write goes on after the answer, same idempotency keys), or failed.
+    memory_write: str | None = None
     chunks: int = 0
     detail: str = ""  # why a call ended without an answer, when the client knows
 
     @property
     def acknowledged(self) -> bool:
         return self.outcome == "ack"
+
+    @property
+    def promised(self) -> bool:
+        """Acknowledged, and the gateway said the exchange is (or will be) stored."""
+        return self.acknowledged and self.memory_write in PROMISED
 
     @property
     def streaming_now(self) -> bool:
@@ -92,7 +100,7 @@ class Traffic:
         return [c for c in self.calls if c.acknowledged and c.started >= since]
 
     def stored_acks(self, since: float = 0.0) -> list[Call]:
-        return [c for c in self.acknowledged(since) if c.memory_write == "stored"]
+        return [c for c in self.acknowledged(since) if c.promised]
 
     def errors(self) -> Counter[str]:
         return Counter(c.outcome for c in self.calls if c.ended and not c.acknowledged)

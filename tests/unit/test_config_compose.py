@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -333,6 +333,98 @@ def test_every_dependency_exists_and_waits_for_health_where_there_is_one() -> No
             if target in ONE_SHOT:
                 expected = "service_completed_successfully"
             assert spec["condition"] == expected, f"{name} -> {target}"
+
+
+# ------------------------------------------------------------------ internal tokens
+
+# The service-to-service tokens each service reads (exai_telemetry.internal_auth): a
+# callee checks its own, the gateway sends the proxy's and storage's.
+TOKEN_READERS: dict[str, set[str]] = {
+    "provider-proxy": {"EXAI_PROVIDER_TOKEN"},
+    "storage-adapter": {"EXAI_STORAGE_TOKEN"},
+    "llm-simulator": {"EXAI_SIMULATOR_ADMIN_TOKEN"},
+    "ws-gateway": {"EXAI_PROVIDER_TOKEN", "EXAI_STORAGE_TOKEN"},
+}
+TOKEN_JOB = "internal-tokens"
+
+
+def _mounts(service: str) -> dict[str, tuple[str, bool]]:
+    """Short-syntax volumes of `service`: target → (source, read-only)."""
+    result = {}
+    for volume in SERVICES[service].get("volumes", []):
+        source, target, *options = volume.split(":")
+        result[target] = (source, "ro" in options)
+    return result
+
+
+def _reads(settings_cls: type[Any], variable: str) -> bool:
+    return any(f.validation_alias == variable for f in settings_cls.model_fields.values())
+
+
+@pytest.mark.parametrize("service", sorted(TOKEN_READERS))
+def test_each_service_gets_its_internal_tokens_and_only_those(service: str) -> None:
+    settings_cls = {
+        "ws-gateway": GatewaySettings,
+        "provider-proxy": ProxySettings,
+        "storage-adapter": StorageSettings,
+        "llm-simulator": SimulatorSettings,
+    }[service]
+    env = SERVICES[service]["environment"]
+    mounts = _mounts(service)
+    written = _mounts(TOKEN_JOB)
+    assert {k for k in env if k.endswith("_TOKEN_FILE")} == {
+        f"{variable}_FILE" for variable in TOKEN_READERS[service]
+    }
+    token_volumes = {source for source, _ in written.values() if source in RAW["volumes"]}
+    needed = set()
+    for variable in TOKEN_READERS[service]:
+        assert variable not in env, f"{service}: a token value in the compose file"
+        assert _reads(settings_cls, f"{variable}_FILE"), f"{service} ignores {variable}_FILE"
+        path = PurePosixPath(env[f"{variable}_FILE"])
+        directory = str(path.parent)
+        source, read_only = mounts[directory]
+        assert read_only, f"{service}: {source} is writable"
+        # The same volume, at the same path, that the job writes the token into.
+        assert written[directory] == (source, False), f"{service}: {variable}"
+        assert directory in SERVICES[TOKEN_JOB]["entrypoint"]
+        needed.add(source)
+    # Least privilege: no other service's token.
+    assert {source for source, _ in mounts.values()} & token_volumes == needed, service
+    assert SERVICES[service]["depends_on"][TOKEN_JOB] == {
+        "condition": "service_completed_successfully"
+    }
+
+
+def test_the_token_job_runs_offline_once_and_hands_tokens_to_the_services_user() -> None:
+    job = SERVICES[TOKEN_JOB]
+    assert job["network_mode"] == "none"
+    assert job.get("restart", "no") == "no"
+    assert "./deploy/docker/internal_tokens.py:/app/internal_tokens.py:ro" in job["volumes"]
+    assert job["entrypoint"][:2] == ["python", "/app/internal_tokens.py"]
+    # The services' user in the image must be able to read the files (mode 0400).
+    uid, gid = job["environment"]["EXAI_TOKEN_OWNER"].split(":")
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    assert f"--uid {uid}" in dockerfile and f"--gid {gid}" in dockerfile
+    users = [rest for keyword, rest in _dockerfile_instructions() if keyword == "USER"]
+    assert users[-1] == "exai:exai"
+
+
+def test_docker_compose_config_mounts_the_token_volumes(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    assert services[TOKEN_JOB]["network_mode"] == "none"
+    for service, variables in TOKEN_READERS.items():
+        env = services[service]["environment"]
+        targets = {
+            volume["target"]: volume
+            for volume in services[service]["volumes"]
+            if volume["type"] == "volume"
+        }
+        for variable in variables:
+            directory = str(PurePosixPath(env[f"{variable}_FILE"]).parent)
+            assert targets[directory]["read_only"] is True, f"{service}: {directory}"
+        assert services[service]["depends_on"][TOKEN_JOB]["condition"] == (
+            "service_completed_successfully"
+        )
 
 
 # ------------------------------------------------------------------ shutdown

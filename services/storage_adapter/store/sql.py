@@ -307,6 +307,7 @@ class SqlStore:
     async def append_message(
         self, continuation_id: str, client_id: str, message: NewMessage, now: datetime
     ) -> AppendResult:
+        committing = False
         try:
             async with self._errors("append_message"), self.engine.begin() as conn:
                 conversation, _ = await self._get_or_create(
@@ -340,6 +341,13 @@ class SqlStore:
                         )
                     )
                     raise _Duplicate(_message(existing.one()), conversation)
+                # Leaving the block commits: a failure from here on may come after the
+                # database has committed (before, it rolls back).
+                committing = True
+        except StoreUnavailable as exc:
+            if committing:
+                raise StoreUnavailable(exc.operation, exc.reason, in_doubt=True) from exc
+            raise
         except _Duplicate as duplicate:
             if not is_same_request(duplicate.existing, duplicate.conversation.id, message):
                 raise IdempotencyConflict(message.idempotency_key) from None

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.propagate import get_global_textmap
-from postgrest import APIError
+from postgrest import APIError, APIResponse
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from storage_adapter.checks import is_tracing_key
@@ -255,41 +255,63 @@ class SupabaseStore:
     async def append_message(
         self, continuation_id: str, client_id: str, message: NewMessage, now: datetime
     ) -> AppendResult:
-        async with self._errors("append_message"):
-            conversation, _ = await self._get_or_create(continuation_id, client_id, None, {}, now)
-            if conversation.client_id != client_id:
-                raise ConversationNotFound(continuation_id)
-            inserted = (
-                await self._client.table("messages")
-                .upsert(
-                    message_row(conversation.id, message, now),
-                    on_conflict="idempotency_key",
-                    ignore_duplicates=True,
+        sent = False
+        try:
+            async with self._errors("append_message"):
+                conversation, _ = await self._get_or_create(
+                    continuation_id, client_id, None, {}, now
                 )
-                .execute()
-            )
-            if not inserted.data:
-                found = (
-                    await self._client.table("messages")
-                    .select(MESSAGE_COLUMNS)
-                    .eq("idempotency_key", message.idempotency_key)
-                    .limit(1)
+                if conversation.client_id != client_id:
+                    raise ConversationNotFound(continuation_id)
+                sent = True
+                inserted = await self._insert_message(conversation.id, message, now)
+                if not inserted.data:
+                    existing = await self._stored_message(conversation.id, message)
+                    return AppendResult(conversation, existing, created=False)
+                await (
+                    self._client.table("conversations")
+                    .update({"updated_at": iso_utc(now)})
+                    .eq("id", conversation.id)
                     .execute()
                 )
-                if not found.data:
-                    raise StoreUnavailable("append_message", "message vanished after insert")
-                existing = parse_message(found.data[0])
-                if not is_same_request(existing, conversation.id, message):
-                    raise IdempotencyConflict(message.idempotency_key)
-                return AppendResult(conversation, existing, created=False)
-            await (
-                self._client.table("conversations")
-                .update({"updated_at": iso_utc(now)})
-                .eq("id", conversation.id)
-                .execute()
-            )
+        except StoreUnavailable as exc:
+            unsent = isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
+            if sent and not unsent:
+                # The insert went out (or the update after it failed): it may be stored.
+                raise StoreUnavailable(exc.operation, exc.reason, in_doubt=True) from exc
+            raise
         updated = replace(conversation, updated_at=now)
         return AppendResult(updated, parse_message(inserted.data[0]), created=True)
+
+    async def _insert_message(
+        self, conversation_id: int, message: NewMessage, now: datetime
+    ) -> APIResponse:
+        return await (
+            self._client.table("messages")
+            .upsert(
+                message_row(conversation_id, message, now),
+                on_conflict="idempotency_key",
+                ignore_duplicates=True,
+            )
+            .execute()
+        )
+
+    async def _stored_message(self, conversation_id: int, message: NewMessage) -> Message:
+        """The message already stored under ``message``'s key (a replay), or
+        IdempotencyConflict when that key holds a different message."""
+        found = (
+            await self._client.table("messages")
+            .select(MESSAGE_COLUMNS)
+            .eq("idempotency_key", message.idempotency_key)
+            .limit(1)
+            .execute()
+        )
+        if not found.data:
+            raise StoreUnavailable("append_message", "message vanished after insert")
+        existing = parse_message(found.data[0])
+        if not is_same_request(existing, conversation_id, message):
+            raise IdempotencyConflict(message.idempotency_key)
+        return existing
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -29,15 +30,18 @@ from storage_adapter.cache.memory import MemoryCache
 from storage_adapter.errors import StoreUnavailable
 from storage_adapter.models import AppendResult, NewMessage, utc_now
 from storage_adapter.service import ConversationService
+from storage_adapter.settings import async_database_url
 from storage_adapter.store.sql import SqlStore, create_engine
 from storage_adapter.telemetry import Dependencies, StorageMetrics
 from tests.integration.storage_adapter.conftest import (
     TIME_SCALE,
     SqlBackend,
+    create_database,
     make_settings,
     message_body,
     running_adapter,
 )
+from tests.support.servers import PostgresServer
 from tests.support.telemetry import CapturedTelemetry
 
 pytestmark = pytest.mark.integration
@@ -66,7 +70,9 @@ class InterruptibleStore(SqlStore):
             self.committed.set()
             await self.release.wait()
         if self.in_doubt:
-            raise StoreUnavailable("append_message", "connection lost during COMMIT")
+            # What SqlStore raises when the connection breaks during COMMIT (see
+            # test_a_failure_while_committing_is_in_doubt).
+            raise StoreUnavailable("append_message", "lost during COMMIT", in_doubt=True)
         return result
 
 
@@ -220,3 +226,66 @@ async def test_replay_after_a_lost_cache_update_refreshes_the_cache(
             await sql_backend.scalar("SELECT count(*) FROM messages WHERE idempotency_key = 'k1'")
             == 1
         )
+
+
+async def test_a_failure_while_committing_is_in_doubt(postgres_srv: PostgresServer) -> None:
+    """A failure raised by COMMIT itself (a deferred trigger stands in for the
+    connection breaking then) may follow a commit; one raised by a statement before
+    it cannot, and the cache entry is kept."""
+    url = await create_database(postgres_srv)
+    store = SqlStore(create_engine(async_database_url(url), timeout_s=5, pool_size=2))
+    try:
+        await store.initialize()
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'connection lost' USING ERRCODE = '08006'; END $$;"
+                "CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON messages "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail();"
+            )
+            with pytest.raises(StoreUnavailable) as at_commit:
+                await store.append_message("c1", OWNER, NewMessage("user", "x", "k1"), utc_now())
+            assert at_commit.value.in_doubt
+
+            await conn.execute(
+                "DROP TRIGGER at_commit ON messages;"
+                "CREATE TRIGGER at_insert BEFORE INSERT ON messages "
+                "FOR EACH ROW EXECUTE FUNCTION fail();"
+            )
+            with pytest.raises(StoreUnavailable) as before_commit:
+                await store.append_message("c1", OWNER, NewMessage("user", "x", "k2"), utc_now())
+            assert not before_commit.value.in_doubt
+        finally:
+            await conn.close()
+    finally:
+        await store.close()
+
+
+async def test_a_write_that_failed_before_committing_keeps_the_entry(
+    captured: CapturedTelemetry, postgres_srv: PostgresServer, redis_url: str
+) -> None:
+    """Nothing can have been stored: reads the cache can answer keep working."""
+    url = await create_database(postgres_srv)
+    settings = make_settings(EXAI_DATABASE_URL=url, REDIS_URL=redis_url)
+    async with running_adapter(captured, settings) as adapter:
+        client = adapter.client
+        await client.post("/v1/conversations/kept/messages", json=message_body("m0"))
+        await client.get("/v1/conversations/kept")
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'disk full' USING ERRCODE = '53100'; END $$;"
+                "CREATE TRIGGER at_insert BEFORE INSERT ON messages "
+                "FOR EACH ROW EXECUTE FUNCTION fail();"
+            )
+        finally:
+            await conn.close()
+        failed = await client.post("/v1/conversations/kept/messages", json=message_body("m1"))
+        assert failed.status_code == 503
+        lookups = "exai.storage.cache.lookups"
+        hits = adapter.counter(lookups, **{"exai.cache.result": "hit"})
+        served = await client.get("/v1/conversations/kept")
+        assert [m["content"] for m in served.json()["messages"]] == ["m0"]
+        assert adapter.counter(lookups, **{"exai.cache.result": "hit"}) == hits + 1

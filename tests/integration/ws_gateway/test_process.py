@@ -93,7 +93,8 @@ def test_a_missing_token_stops_start_up_with_one_line() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: invalid setting EXAI_WS_TOKEN: Field required"
+        "error: invalid setting EXAI_WS_TOKEN: Value error, required: set EXAI_WS_TOKEN "
+        "(client 'default'), EXAI_WS_TOKENS or EXAI_WS_TOKENS_FILE"
     ]
 
 
