@@ -79,12 +79,12 @@ class Telemetry:
         """Export what is queued (spans, log records, one last metric collection) and
         stop the exporters, within `flush_timeout_s` in all; safe to call twice.
 
-        The three providers flush in parallel. Each provider's shutdown exports its
-        queue; force_flush() is not called: it ignores its timeout in this SDK version.
-        Neither is a provider's own bound enough (the batch processors wait up to 30 s,
-        and each export retries for up to EXAI_OTLP_TIMEOUT_S), so a hung collector is
-        left behind at the deadline: False, and the rest is dropped rather than the
-        process being killed at the end of its stop grace period with nothing flushed.
+        Each provider's shutdown exports what it holds (force_flush() is not used: it
+        ignores its timeout in this SDK version), but their own bounds are loose: a
+        batch processor waits up to 30 s, each export retries for up to
+        EXAI_OTLP_TIMEOUT_S. So the three run in parallel and a hung collector is left
+        behind at the deadline (False: the rest is dropped), rather than the process
+        being SIGKILLed at the end of its stop grace period.
         """
         if self._shut_down:
             return True
@@ -120,7 +120,7 @@ class Telemetry:
                 ", ".join(unfinished),
             )
             return False
-        logger.debug("telemetry flushed in %.3fs", time.monotonic() - started)
+        logger.info("telemetry flushed in %.3fs", time.monotonic() - started)
         return True
 
 

@@ -1,4 +1,4 @@
-"""Client tokens: which client a WebSocket token belongs to (DESIGN §2–3).
+"""Client tokens: which client a WebSocket token belongs to (DESIGN §2-3).
 
 Tokens come from three settings, all optional, at least one required:
 
@@ -7,7 +7,7 @@ Tokens come from three settings, all optional, at least one required:
   (several let a client rotate without downtime), e.g. ``{"alice": "…", "bob": ["…", "…"]}``;
 - ``EXAI_WS_TOKENS_FILE``: a file holding such a JSON object (a mounted secret).
 
-A client id is 1–64 characters of ``[A-Za-z0-9_.-]``: it goes on spans
+A client id is 1-64 characters of ``[A-Za-z0-9_.-]``: it goes on spans
 (``exai.client.id``) and to storage-adapter (``X-EXAI-Client-ID``), which owns each
 conversation by it. A token is never either. Every token is unique across clients.
 
@@ -96,7 +96,11 @@ def parse_token_map(text: str) -> dict[str, list[str]]:
                 f"client id {client_id[:64]!r} must be 1-64 characters of A-Z a-z 0-9 _ . -"
             )
         listed = [tokens] if isinstance(tokens, str) else tokens
-        if not isinstance(listed, list) or not listed or not all(isinstance(t, str) for t in listed):
+        if (
+            not isinstance(listed, list)
+            or not listed
+            or not all(isinstance(t, str) for t in listed)
+        ):
             raise ValueError(f"client {client_id!r}: expected a token or a list of tokens")
         result[client_id] = listed
     return result

@@ -29,7 +29,13 @@ from typing import Any
 from exai_telemetry.correlation import new_correlation_id, normalize_correlation_id
 from ws_gateway.errors import ErrorCode
 from ws_gateway.limits import TokenBucket
-from ws_gateway.sansio import MalformedJSON, SansIOBuffers, lone_surrogate, parse_json
+from ws_gateway.sansio import (
+    MalformedJSON,
+    SansIOBuffers,
+    client_correlation_id,
+    lone_surrogate,
+    parse_json,
+)
 from ws_gateway.types import JSONObject, RequestId
 
 SUBPROTOCOL = "mcp"
@@ -221,7 +227,9 @@ class McpProtocol(SansIOBuffers[McpEvent]):
         )
         retry_after_s = round(bucket.retry_after_s(), 3)
         data: JSONObject = {"code": str(ErrorCode.OVER_CAPACITY), "retry_after_s": retry_after_s}
-        self._error(request_id if _valid_id(request_id) else None, JsonRpcCode.RATE_LIMITED, text, data)
+        self._error(
+            request_id if _valid_id(request_id) else None, JsonRpcCode.RATE_LIMITED, text, data
+        )
         return True
 
     def _receive(self, message: object) -> None:
@@ -319,7 +327,7 @@ class McpProtocol(SansIOBuffers[McpEvent]):
         token = meta.get("progressToken")
         self._in_flight[request_id] = token if _valid_id(token) else None
         correlation_id = (
-            normalize_correlation_id(meta.get("correlation_id"))
+            client_correlation_id(meta.get("correlation_id"))
             or self._header_correlation_id
             or self._new_correlation_id()
         )

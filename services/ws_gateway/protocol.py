@@ -43,7 +43,13 @@ from exai_telemetry.correlation import new_correlation_id, normalize_correlation
 from ws_gateway.auth import DEFAULT_CLIENT_ID, ClientTokens
 from ws_gateway.errors import ErrorCode
 from ws_gateway.limits import TokenBucket
-from ws_gateway.sansio import MalformedJSON, SansIOBuffers, lone_surrogate, parse_json
+from ws_gateway.sansio import (
+    MalformedJSON,
+    SansIOBuffers,
+    client_correlation_id,
+    lone_surrogate,
+    parse_json,
+)
 from ws_gateway.types import JSONObject, RequestId
 
 SUBPROTOCOL = "exai.v1"
@@ -138,11 +144,6 @@ def error_frame(
 
 def new_session_id() -> str:
     return uuid.uuid4().hex
-
-
-def tokens_match(given: object, expected: str) -> bool:
-    """Constant-time comparison of one token; any `given` is safe (see ClientTokens)."""
-    return ClientTokens.single(expected).client_for(given) is not None
 
 
 def rate_limited_message(bucket: TokenBucket) -> str:
@@ -361,7 +362,7 @@ class NativeProtocol(SansIOBuffers[Event]):
         if not (isinstance(session_id, str) and SESSION_ID_PATTERN.match(session_id)):
             session_id = self._new_session_id()
         self.session_id = session_id
-        self.hello_correlation_id = normalize_correlation_id(frame.get("correlation_id"))
+        self.hello_correlation_id = client_correlation_id(frame.get("correlation_id"))
         self.state = State.OPEN
         self._send({"op": "hello_ack", "ok": True, "session_id": session_id})
         self._events.append(HelloAccepted(session_id, client_id))
@@ -472,7 +473,7 @@ class NativeProtocol(SansIOBuffers[Event]):
     def _correlation_id(self, frame: Mapping[str, Any]) -> str:
         """The call's ID, else the hello's, else the upgrade header's, else a new one."""
         return (
-            normalize_correlation_id(frame.get("correlation_id"))
+            client_correlation_id(frame.get("correlation_id"))
             or self.hello_correlation_id
             or self._header_correlation_id
             or self._new_correlation_id()

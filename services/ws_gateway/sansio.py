@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from typing import Generic, TypeVar
 
+from exai_telemetry.correlation import normalize_correlation_id
+
 E = TypeVar("E")
 
 # Frames are flat: a call's arguments are a handful of strings, numbers and lists.
@@ -92,6 +94,17 @@ def lone_surrogate(value: object) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return False
+
+
+def client_correlation_id(value: object) -> str | None:
+    """A correlation ID from a frame, if usable, else None (a new one is made).
+
+    Stricter than :func:`normalize_correlation_id`, whose pattern ends in ``$`` and so
+    lets a trailing newline through: JSON can carry one, an ``X-Correlation-ID`` header
+    cannot (httpx refuses the request, which became PROVIDER_ERROR)."""
+    if not (isinstance(value, str) and value.isascii() and value.isprintable()):
+        return None
+    return normalize_correlation_id(value)
 
 
 class SansIOBuffers(Generic[E]):

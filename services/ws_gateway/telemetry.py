@@ -13,6 +13,9 @@ status left unset, ``error.type`` set), ``error`` (server-side failure: span sta
 ERROR), ``timeout`` and ``rejected`` (the gateway's capacity; status ERROR too),
 ``cancelled`` (no error).
 
+Every call span carries ``exai.client.id``: the client whose token authenticated the
+connection (ws_gateway.auth), never the token; spans only, it is unbounded.
+
 MCP calls follow the OpenTelemetry MCP semantic conventions (semantic-conventions-genai,
 ``docs/gen-ai/mcp.md``): the span is named ``tools/call {tool}`` and carries
 ``mcp.method.name``, ``mcp.session.id``, ``mcp.protocol.version``,

@@ -54,6 +54,14 @@ MOVE_OFF_S = 3.0
 PROVIDER_ALERTS = frozenset({"ProviderCircuitOpen", "ProviderErrorRatioHigh"})
 
 
+def stored(call: Call) -> bool:
+    return call.promised
+
+
+def answered(call: Call) -> bool:
+    return call.acknowledged
+
+
 @dataclass
 class StoreCheck:
     """What the database and storage-adapter's API hold for one run's calls."""
@@ -80,6 +88,10 @@ class FaultRun:
     # calls; a storage fault must not: chat answers without memory).
     expected_errors: frozenset[str] = frozenset()
     during_streaming: bool = False
+    # What a working call looks like, before the fault and after recovery: stored, for
+    # the storage faults; answered, for the provider faults (the storage lane may have
+    # storage down meanwhile).
+    healthy: Callable[[Call], bool] = field(default_factory=lambda: stored)
     streaming_at_fault: int = 0
     injected_at: float | None = None
     fired_at: float | None = None
@@ -153,10 +165,19 @@ class Campaign:
         stream_share: float = 0.75,
         expected_errors: frozenset[str] = frozenset(),
         during_streaming: bool = False,
+        healthy: Callable[[Call], bool] = stored,
     ) -> FaultRun:
         traffic = Traffic(key, self.token, model, workers, pause_s, stream_share)
         run = FaultRun(
-            key, title, match, traffic, inject, recover, expected_errors, during_streaming
+            key,
+            title,
+            match,
+            traffic,
+            inject,
+            recover,
+            expected_errors,
+            during_streaming,
+            healthy,
         )
         self.runs[key] = run
         return run
@@ -205,9 +226,9 @@ class Campaign:
 
     async def _warm_up(self, run: FaultRun, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
-        while len(run.traffic.stored_acks()) < 2:
+        while sum(map(run.healthy, run.traffic.calls)) < 2:
             if time.monotonic() > deadline:
-                raise AssertionError(f"no stored calls before the fault: {run.errors}")
+                raise AssertionError(f"no working calls before the fault: {run.errors}")
             await asyncio.sleep(0.2)
 
     async def _until_streaming(self, run: FaultRun, timeout_s: float = 30) -> None:
@@ -218,14 +239,18 @@ class Campaign:
             await asyncio.sleep(0.02)
 
     async def _first_good(self, run: FaultRun, since: float, timeout_s: float = 120) -> float:
-        """When the first call started after recovery was acknowledged as stored."""
+        """When the first call started after recovery ended as a working call."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            good = [c.ended for c in run.traffic.stored_acks(since) if c.ended is not None]
+            good = [
+                c.ended
+                for c in run.traffic.calls
+                if c.started >= since and c.ended is not None and run.healthy(c)
+            ]
             if good:
                 return min(good)
             await asyncio.sleep(0.2)
-        raise AssertionError(f"no call stored within {timeout_s:.0f}s of recovery")
+        raise AssertionError(f"no working call within {timeout_s:.0f}s of recovery")
 
     async def _check(self, run: FaultRun) -> None:
         calls = run.calls
@@ -273,6 +298,7 @@ class Campaign:
             inject,
             self.simulator.clear,
             model=lambda: MODELS[provider],
+            healthy=answered,
             **kw,
         )
 

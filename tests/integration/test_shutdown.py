@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -92,6 +93,12 @@ class ServiceProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def flush_s(self) -> float:
+        """How long the final telemetry export took (the service logs it)."""
+        found = re.search(r"telemetry flushed in (\d+\.\d+)s", self.log())
+        assert found, f"{self.name}: no complete telemetry flush logged\n{self.log()}"
+        return float(found.group(1))
 
     def terminate(self) -> None:
         self.sigterm_at = time.monotonic()
@@ -276,10 +283,14 @@ async def test_provider_proxy_drains_completions_and_streams_then_flushes(
             assert plain.json()["choices"][0]["message"]["content"]
             payloads = await stream_task
             assert streamed_text(chunks(payloads))  # complete: ends with [DONE]
+            drained = time.monotonic() - proxy.sigterm_at
 
         code, elapsed = await proxy.exit(GRACE_S + FLUSH_S + 5)
         exited_at = time.monotonic()
-    print(f"provider-proxy: SIGTERM to exit {elapsed:.2f}s")
+    print(
+        f"provider-proxy: drained call done {drained:.2f}s after SIGTERM,"
+        f" exit after {elapsed:.2f}s, flush {proxy.flush_s():.3f}s"
+    )
     assert code == 0, proxy.log()
     assert elapsed < GRACE_S, proxy.log()
     exported_by(receiver, "provider-proxy", exited_at)
@@ -332,9 +343,13 @@ async def test_storage_adapter_finishes_inflight_writes_then_flushes(
                 lock.close()
             stored = await write
             assert stored.status_code == 201, stored.text
+            drained = time.monotonic() - storage.sigterm_at
         code, elapsed = await storage.exit(GRACE_S + FLUSH_S + 5)
         exited_at = time.monotonic()
-    print(f"storage-adapter: SIGTERM to exit {elapsed:.2f}s")
+    print(
+        f"storage-adapter: drained call done {drained:.2f}s after SIGTERM,"
+        f" exit after {elapsed:.2f}s, flush {storage.flush_s():.3f}s"
+    )
     assert code == 0, storage.log()
     assert elapsed < GRACE_S, storage.log()
     with contextlib.closing(sqlite3.connect(database)) as db:
@@ -402,6 +417,7 @@ async def test_ws_gateway_drains_a_call_and_its_memory_write_then_flushes(
             result = final(await client.until_end("in-flight"))
             assert result["op"] == "call_tool_res", result
             assert result["correlation_id"] == "drain-call"
+            drained = time.monotonic() - gateway.sigterm_at
         code, elapsed = await gateway.exit(GRACE_S + FLUSH_S + 10)
         exited_at = time.monotonic()
         # The answered exchange was stored before the gateway exited.
@@ -409,7 +425,10 @@ async def test_ws_gateway_drains_a_call_and_its_memory_write_then_flushes(
             base_url=storage.url, headers=bearer(STORAGE_TOKEN), timeout=10
         ) as storage_client:
             history = await storage_client.get("/v1/conversations/drain-chat")
-    print(f"ws-gateway: SIGTERM to exit {elapsed:.2f}s")
+    print(
+        f"ws-gateway: drained call done {drained:.2f}s after SIGTERM,"
+        f" exit after {elapsed:.2f}s, flush {gateway.flush_s():.3f}s"
+    )
     assert code == 0, gateway.log()
     assert elapsed < GRACE_S, gateway.log()
     assert history.status_code == 200, history.text
@@ -426,8 +445,10 @@ async def test_ws_gateway_drains_a_call_and_its_memory_write_then_flushes(
 @pytest.mark.parametrize(
     ("module", "port_variable", "extra"),
     [
-        ("storage_adapter", "EXAI_STORAGE_ADAPTER_PORT", {}),
         ("ws_gateway", "EXAI_WS_PORT", {"EXAI_WS_TOKEN": TOKEN}),
+        ("provider_proxy", "EXAI_PROVIDER_PROXY_PORT", {}),
+        ("storage_adapter", "EXAI_STORAGE_ADAPTER_PORT", {}),
+        ("llm_simulator", "EXAI_LLM_SIMULATOR_PORT", {}),
     ],
 )
 async def test_a_collector_that_never_answers_costs_at_most_the_flush_bound(

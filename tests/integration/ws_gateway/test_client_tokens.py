@@ -102,9 +102,7 @@ async def test_a_chat_carries_the_client_id_to_its_span(stack: Stack, tmp_path: 
 
 
 @pytest.mark.parametrize("token", ["alice-token", ALICE + "x", ALICE.upper(), "", BOB[:-1]])
-async def test_a_bad_token_is_still_4003_and_401(
-    stack: Stack, tmp_path: Path, token: str
-) -> None:
+async def test_a_bad_token_is_still_4003_and_401(stack: Stack, tmp_path: Path, token: str) -> None:
     gateway = await gateway_with_clients(stack, tmp_path)
     async with connect(gateway.url) as ws:
         await ws.send(json.dumps({"op": "hello", "token": token}))

@@ -164,7 +164,7 @@ async def test_native_frames_over_the_rate_get_over_capacity_and_the_connection_
 
 
 async def test_a_call_over_the_rate_is_refused_by_its_request_id(stack: Stack) -> None:
-    gateway, reader = await stack.start_gateway(EXAI_WS_RATE_PER_S=1, EXAI_WS_RATE_BURST=1)
+    gateway, _ = await stack.start_gateway(EXAI_WS_RATE_PER_S=1, EXAI_WS_RATE_BURST=1)
     async with native(gateway) as client:
         call = {"op": "call_tool", "name": "status", "arguments": {}}
         await client.send_together({**call, "request_id": "a"}, {**call, "request_id": "b"})

@@ -72,9 +72,7 @@ def no_call_failed_internally(stack: Stack) -> None:
         nested_object(DEEP),
         nested_list(100),  # parses, but deeper than any frame has reason to be
         '{"op":"ping","x":' + nested_list(DEEP) + "}",
-        '{"op":"call_tool","request_id":"d","name":"chat","arguments":'
-        + nested_object(DEEP)
-        + "}",
+        '{"op":"call_tool","request_id":"d","name":"chat","arguments":' + nested_object(DEEP) + "}",
         '{"op":"call_tool","request_id":"d","name":"chat","arguments":{"prompt":'
         + nested_list(DEEP)
         + "}}",
@@ -351,9 +349,7 @@ async def raw_upgrade(gateway: Gateway, target: bytes, *headers: bytes) -> bytes
 async def test_mcp_raw_non_ascii_bytes_in_the_upgrade_are_401(
     stack: Stack, target: bytes, header: bytes
 ) -> None:
-    status = await raw_upgrade(
-        stack.gateway, target, header, b"Sec-WebSocket-Protocol: mcp"
-    )
+    status = await raw_upgrade(stack.gateway, target, header, b"Sec-WebSocket-Protocol: mcp")
     assert status.startswith(b"HTTP/1.1 401"), status
     await still_works_native(stack)
 
@@ -374,3 +370,15 @@ async def test_a_raw_non_ascii_path_is_logged_as_valid_text(
     assert any("/café\ufffd" in message for message in opened), opened
     for record in caplog.records:
         record.getMessage().encode("utf-8")  # a lone surrogate here breaks log export
+
+
+@pytest.mark.parametrize("correlation_id", ["abc\n", "abc\r\n", "a\x00b", "x" * 129])
+async def test_an_unusable_correlation_id_is_replaced_not_sent_on(
+    stack: Stack, correlation_id: str
+) -> None:
+    async with native(stack.gateway) as client:
+        frames = await client.run("chat", {"prompt": "q"}, correlation_id=correlation_id)
+        result = frames[-1]
+        assert result["op"] == "call_tool_res", result
+        assert result["correlation_id"] != correlation_id
+    no_call_failed_internally(stack)

@@ -102,8 +102,9 @@ async def test_a_hanging_storage_does_not_hold_the_answer(stack: Stack) -> None:
         elapsed = time.monotonic() - started
         assert result["op"] == "call_tool_res", result
         assert result["outputs"][0]["text"]
-        # Default budgets: 2 s to read history, 1 s for the write before answering.
-        assert elapsed < 4.5 * TIME_SCALE, elapsed
+        # Default budgets: 2 s to read history, 1 s for the write before answering
+        # (unbounded, the storage timeouts and retries made it ~15 s).
+        assert elapsed < 6 * TIME_SCALE, elapsed
         memory = result["metadata"]["memory"]
         assert memory["read"] == "unavailable"
         assert memory["history_messages"] == 0
@@ -129,7 +130,7 @@ async def test_a_dead_storage_is_not_waited_on_once_the_breaker_opens(stack: Sta
         seen = hanging.connections
         started = time.monotonic()
         result = await chat(gateway, {"prompt": "two", "continuation_id": new_cid()}, "r2")
-        assert time.monotonic() - started < 1.0 * TIME_SCALE
+        assert time.monotonic() - started < 2 * TIME_SCALE
         assert result["metadata"]["memory"]["read"] == "unavailable"
         assert result["metadata"]["memory"]["write"] == "failed"
         assert hanging.connections == seen  # not even tried

@@ -29,8 +29,18 @@ def test_each_token_names_its_client() -> None:
 
 @pytest.mark.parametrize(
     "given",
-    [None, 42, b"alice-token-0123456789", ALICE[:-1], ALICE + " ", "", "\ud800",
-     ALICE + "\udcff", "é" * 30, ["x"]],
+    [
+        None,
+        42,
+        b"alice-token-0123456789",
+        ALICE[:-1],
+        ALICE + " ",
+        "",
+        "\ud800",
+        ALICE + "\udcff",
+        "é" * 30,
+        ["x"],
+    ],
 )
 def test_anything_else_matches_nothing_and_never_raises(given: object) -> None:
     assert table().client_for(given) is None

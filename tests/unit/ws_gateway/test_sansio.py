@@ -6,7 +6,14 @@ import sys
 
 import pytest
 
-from ws_gateway.sansio import MAX_JSON_DEPTH, MalformedJSON, json_depth, lone_surrogate, parse_json
+from ws_gateway.sansio import (
+    MAX_JSON_DEPTH,
+    MalformedJSON,
+    client_correlation_id,
+    json_depth,
+    lone_surrogate,
+    parse_json,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,3 +89,21 @@ def test_an_escaped_surrogate_pair_decodes_to_one_character() -> None:
     assert parse_json('"\\ud83c\\udf89"') == "🎉"
     assert lone_surrogate(parse_json('"\\ud83c\\udf89"')) is False
     assert lone_surrogate(parse_json('"\\ud83c"')) is True
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("corr-1:a.b", True),
+        ("abc\n", False),
+        ("abc\r\n", False),
+        ("a\tb", False),
+        ("é", False),
+        ("\ud800", False),
+        ("x" * 129, False),
+        (5, False),
+    ],
+)
+def test_client_correlation_ids_must_fit_in_a_header(value: object, kept: bool) -> None:
+    assert (client_correlation_id(value) == value) is kept
+    assert kept or client_correlation_id(value) is None

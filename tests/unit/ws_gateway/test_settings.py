@@ -138,9 +138,7 @@ def test_tokens_from_the_environment_map_and_the_file(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
     path.write_text(json.dumps({"alice": ALICE, "bob": [BOB, BOB + "-next"]}))
     carol = "carol-token-0123456789"
-    settings = build(
-        EXAI_WS_TOKENS_FILE=str(path), EXAI_WS_TOKENS=json.dumps({"carol": carol})
-    )
+    settings = build(EXAI_WS_TOKENS_FILE=str(path), EXAI_WS_TOKENS=json.dumps({"carol": carol}))
     assert settings.ws_token is None
     tokens = settings.client_tokens()
     assert [tokens.client_for(t) for t in (ALICE, BOB, BOB + "-next", carol, STRONG)] == [
