@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.campaign import Campaign, FaultRun
+from tests.faults.campaign import Campaign, FaultRun, answered
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +28,10 @@ def _assert_handled(run: FaultRun) -> None:
     assert not run.traffic.failures, run.traffic.failures
     assert run.fired, f"{run.match} never fired"
     assert run.resolved_at is not None, f"{run.match} never resolved"
-    assert run.first_good_at is not None, "no call was stored after recovery"
-    # Exactly once: what was acknowledged as stored is there once, nothing twice.
-    assert run.stored_acks, "no call was acknowledged as stored"
+    assert run.first_good_at is not None, "no call worked after recovery"
+    # Exactly once: what was acknowledged as stored is there once, nothing twice. (The
+    # provider faults' calls may all meet a storage fault of the other lane.)
+    assert run.stored_acks or run.healthy is answered, "no call was acknowledged as stored"
     assert not run.store.lost, run.store.lost
     assert not run.store.duplicated, run.store.duplicated
     assert run.store.stored_exactly_once == len(run.stored_acks)
