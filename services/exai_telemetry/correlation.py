@@ -30,7 +30,7 @@ def new_correlation_id() -> str:
 
 def normalize_correlation_id(candidate: object) -> str | None:
     """The client's ID if it is acceptable, else None (the caller makes a new one)."""
-    if isinstance(candidate, str) and _VALID_ID.match(candidate):
+    if isinstance(candidate, str) and _VALID_ID.fullmatch(candidate):
         return candidate
     return None
 

@@ -21,7 +21,7 @@ FUZZ_FRAMES = int(os.environ.get("EXAI_FUZZ_FRAMES", "10000"))
 
 # The fuzzer is one very busy client: lift the per-connection rate so it measures
 # robustness, not the rate limiter (which has its own tests).
-FUZZ_GATEWAY_ENV: dict[str, object] = {}
+FUZZ_GATEWAY_ENV: dict[str, object] = {"EXAI_WS_RATE_PER_S": 1e9, "EXAI_WS_RATE_BURST": 1_000_000}
 
 
 class FuzzStack:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,6 +17,18 @@ from tests.integration.ws_gateway.stack import TOKEN, Stack, eventually
 pytestmark = pytest.mark.integration
 
 UNKNOWN_TOKEN = "some-other-clients-token-4242"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The test routes JSON lines to capsys's stdout (bound only while it runs)."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if handler.get_name() == "exai-json":
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 async def send_raw(port: int, data: bytes) -> bytes:
@@ -35,6 +49,7 @@ async def send_raw(port: int, data: bytes) -> bytes:
         f"GET /?access_token={UNKNOWN_TOKEN}&v=1 HTTP/1.0",
     ],
 )
+@pytest.mark.usefixtures("restore_logging")
 async def test_an_unparsable_request_line_is_logged_without_its_token(
     stack: Stack, capsys: pytest.CaptureFixture[str], request_line: str
 ) -> None:

@@ -61,6 +61,8 @@ def test_client_ids_are_accepted_only_when_safe() -> None:
     assert normalize_correlation_id("x" * 129) is None
     assert normalize_correlation_id("has space") is None
     assert normalize_correlation_id('inj"ect\n') is None
+    # `$` also matches before a final newline: a header-splitting id must not pass.
+    assert normalize_correlation_id("abc\n") is None
     assert normalize_correlation_id(42) is None
 
 
