@@ -9,6 +9,8 @@ Where things live:
 
 - :mod:`storage_adapter.api` — the HTTP routes and the error document
 - :mod:`storage_adapter.schemas` — request/response bodies and input limits
+- :mod:`storage_adapter.checks` — what no store can hold (refused, 422) and tracing keys
+  (dropped from metadata)
 - :mod:`storage_adapter.service` — durable-then-cache orchestration
 - :mod:`storage_adapter.store` — the durable-store protocol and backends
   (:mod:`~storage_adapter.store.sql` for Postgres and SQLite,

@@ -23,7 +23,7 @@ from storage_adapter.cache import redis as redis_cache
 from storage_adapter.cache.guard import CacheGuard
 from storage_adapter.cache.memory import MemoryCache
 from storage_adapter.schemas import Limits
-from storage_adapter.service import ConversationService
+from storage_adapter.service import WRITE_LEASE_DB_TIMEOUTS, ConversationService
 from storage_adapter.settings import StorageSettings
 from storage_adapter.store import DurableStore
 from storage_adapter.store.sql import SqlStore, create_engine, describe_location
@@ -80,6 +80,8 @@ async def build_store(settings: StorageSettings, telemetry: Telemetry, undo: _Un
 
 
 def build_cache(settings: StorageSettings, telemetry: Telemetry) -> ConversationCache:
+    # A write lease outlasts any durable write (storage_adapter.cache).
+    write_lease_s = WRITE_LEASE_DB_TIMEOUTS * settings.db_timeout_s
     if settings.redis_url is None:
         logger.info("cache: in-process memory (REDIS_URL unset)")
         return MemoryCache(
@@ -87,13 +89,17 @@ def build_cache(settings: StorageSettings, telemetry: Telemetry) -> Conversation
             max_turns=settings.cache_max_turns,
             max_conversations=settings.memory_cache_max_conversations,
             max_chars=settings.memory_cache_max_chars,
+            write_lease_s=write_lease_s,
         )
     url = settings.redis_url.get_secret_value()
     client = redis_cache.connect(url, timeout_s=settings.redis_timeout_s)
     instrument_redis(client, telemetry)
     logger.info("cache: Redis at %s", redact_url(url))
     return redis_cache.RedisCache(
-        client, ttl_s=settings.cache_ttl_s, max_turns=settings.cache_max_turns
+        client,
+        ttl_s=settings.cache_ttl_s,
+        max_turns=settings.cache_max_turns,
+        write_lease_s=write_lease_s,
     )
 
 

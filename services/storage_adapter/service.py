@@ -45,9 +45,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _LOG_INTERVAL_S = 60.0
-# How many DB timeouts a durable write can take at most (pool wait, connect, and the
-# statements of one append); a write lease lasts that long.
-WRITE_LEASE_DB_TIMEOUTS = 8
+# A write lease must outlast any durable write: SQL is a pool wait, a connect and up to
+# six statements, Supabase up to four requests of up to four httpx phases, each phase
+# bounded by EXAI_DB_TIMEOUT_S. Longer only delays dropping a dead writer's entry.
+WRITE_LEASE_DB_TIMEOUTS = 20
 
 
 class ConversationService:
@@ -185,6 +186,7 @@ class ConversationService:
     async def _append(
         self, continuation_id: str, client_id: str, message: NewMessage
     ) -> AppendResult:
+        await self._ensure_initialized()  # before the lease: it bounds the write alone
         lease = await self.cache.begin_write(continuation_id)
         try:
             result = await self._run(

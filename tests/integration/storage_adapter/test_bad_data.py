@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import asyncpg
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -201,3 +202,48 @@ async def test_database_data_errors_are_invalid_data_not_an_outage(
     finally:
         await service.close()
     assert await sql_backend.scalar("SELECT count(*) FROM messages") == 0
+
+
+async def _refuse_forbidden_content(backend: SqlBackend) -> None:
+    """A rule in the database itself (class 23 in Postgres, a constraint in SQLite)
+    that the API does not know about: only the backstop can catch it."""
+    if backend.name == "postgresql":
+        conn = await asyncpg.connect(backend.settings["EXAI_DATABASE_URL"])
+        try:
+            await conn.execute(
+                "ALTER TABLE messages ADD CONSTRAINT not_forbidden CHECK (content <> 'forbidden')"
+            )
+        finally:
+            await conn.close()
+        return
+    import aiosqlite
+
+    async with aiosqlite.connect(backend.settings["EXAI_SQLITE_PATH"]) as db:
+        await db.execute(
+            "CREATE TRIGGER not_forbidden BEFORE INSERT ON messages "
+            "WHEN NEW.content = 'forbidden' BEGIN SELECT RAISE(ABORT, 'forbidden'); END"
+        )
+        await db.commit()
+
+
+async def test_a_refusal_by_the_database_is_422_over_http(
+    captured: CapturedTelemetry, sql_backend: SqlBackend, redis_url: str
+) -> None:
+    settings = make_settings(**sql_backend.settings, REDIS_URL=redis_url)
+    async with running_adapter(captured, settings) as adapter:
+        client = adapter.client
+        await client.post("/v1/conversations/rule/messages", json=message_body("fine"))
+        await client.get("/v1/conversations/rule")
+        await _refuse_forbidden_content(sql_backend)
+
+        refused = await client.post(
+            "/v1/conversations/rule/messages", json=message_body("forbidden", "k-forbidden")
+        )
+        assert refused.status_code == 422
+        assert refused.json()["error"]["code"] == "VALIDATION_ERROR"
+        assert "nothing was written" in refused.json()["error"]["message"]
+        assert "retry-after" not in refused.headers
+        assert durable_up(adapter) == 1 and durable_errors(adapter) == 0
+        assert (await client.get("/health/ready")).status_code == 200
+        history = (await client.get("/v1/conversations/rule")).json()
+        assert [m["content"] for m in history["messages"]] == ["fine"]

@@ -38,6 +38,18 @@ class _SecretSettings(ServiceSettings):
     api_key: SecretStr = SecretStr(SECRET)
 
 
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """These tests bind JSON lines to capsys's stdout; unbind them afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if handler.get_name() == "exai-json":
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
 def _json_lines(out: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
