@@ -202,9 +202,12 @@ async def test_span_metrics_count_every_call_before_sampling_and_exemplars_resol
 
 
 def test_token_metrics_match_the_usage_the_provider_reported(
-    stack: RunningStack, prometheus: Prometheus
+    stack: RunningStack, prometheus: Prometheus, internal_tokens: dict[str, str]
 ) -> None:
-    client = openai.OpenAI(base_url=f"{PROXY}/v1", api_key="unused-by-proxy", max_retries=0)
+    # The SDK's API key is the proxy's internal token (Authorization: Bearer).
+    client = openai.OpenAI(
+        base_url=f"{PROXY}/v1", api_key=internal_tokens["EXAI_PROVIDER_TOKEN"], max_retries=0
+    )
     prompt_tokens = completion_tokens = cached_tokens = 0
     for i in range(5):
         completion = client.chat.completions.create(
@@ -260,17 +263,22 @@ def test_tail_sampling_keeps_every_failure_and_a_share_of_the_rest(
     assert 1 <= kept_ok <= 25, f"kept {kept_ok} of {len(LEDGER.ok)} ordinary traces"
 
 
-def test_no_key_or_token_is_stored_in_any_span(stack: RunningStack, jaeger: Jaeger) -> None:
+def test_no_key_or_token_is_stored_in_any_span(
+    stack: RunningStack, jaeger: Jaeger, internal_tokens: dict[str, str]
+) -> None:
     services = jaeger.services()
     assert {"ws-gateway", "provider-proxy", "storage-adapter", "llm-simulator"} <= set(services)
     dump = json.dumps([jaeger.all_traces(s) for s in services])
-    for secret in (KIMI_KEY, GLM_KEY, stack.ws_token):
+    for secret in (KIMI_KEY, GLM_KEY, stack.ws_token, *internal_tokens.values()):
         assert secret not in dump
     assert "Bearer " not in dump
 
 
-def _drive_provider_traffic(stop: threading.Event, outcomes: Counter[str]) -> None:
-    with httpx.Client(base_url=PROXY, timeout=10) as http:
+def _drive_provider_traffic(
+    stop: threading.Event, outcomes: Counter[str], provider_token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {provider_token}"}
+    with httpx.Client(base_url=PROXY, headers=headers, timeout=10) as http:
         while not stop.is_set():
             response = http.post(
                 "/v1/chat/completions",
@@ -286,11 +294,16 @@ def test_provider_failure_pages_through_alertmanager_and_resolves(
     simulator: Simulator,
     prometheus: Prometheus,
     capsys: pytest.CaptureFixture[str],
+    internal_tokens: dict[str, str],
 ) -> None:
     # The stack runs the e2e alert timings (conftest overrides), not the production ones.
     names = {"ProviderCircuitOpen", "ProviderErrorRatioHigh"}
     stop, outcomes = threading.Event(), Counter[str]()
-    driver = threading.Thread(target=_drive_provider_traffic, args=(stop, outcomes), daemon=True)
+    driver = threading.Thread(
+        target=_drive_provider_traffic,
+        args=(stop, outcomes, internal_tokens["EXAI_PROVIDER_TOKEN"]),
+        daemon=True,
+    )
     fault_at = time.monotonic()
     simulator.set_fault("error_500", 1.0, provider="kimi")
     driver.start()

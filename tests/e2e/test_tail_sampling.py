@@ -34,6 +34,10 @@ KIMI_MODEL = "kimi-k2-0905-preview"
 RETRIED_CALLS = 10
 
 
+def admin_headers(internal_tokens: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {internal_tokens['EXAI_SIMULATOR_ADMIN_TOKEN']}"}
+
+
 async def _injected(admin: httpx.AsyncClient) -> int:
     response = await admin.get("/admin/stats")
     response.raise_for_status()
@@ -65,10 +69,12 @@ async def _call_retried_once(
 
 
 async def test_retried_but_successful_calls_are_all_kept_at_10_percent_sampling(
-    stack: RunningStack, jaeger: Jaeger
+    stack: RunningStack, jaeger: Jaeger, internal_tokens: dict[str, str]
 ) -> None:
     results = []
-    async with httpx.AsyncClient(base_url=SIMULATOR, timeout=10) as admin:
+    async with httpx.AsyncClient(
+        base_url=SIMULATOR, headers=admin_headers(internal_tokens), timeout=10
+    ) as admin:
         async with GatewaySession.open(stack.ws_token) as session:
             for i in range(RETRIED_CALLS):
                 results.append(await _call_retried_once(session, admin, f"retry me {i}"))
@@ -109,10 +115,12 @@ async def test_retried_but_successful_calls_are_all_kept_at_10_percent_sampling(
 
 
 async def test_logs_reach_the_file_with_trace_and_correlation_ids(
-    stack: RunningStack, jaeger: Jaeger
+    stack: RunningStack, jaeger: Jaeger, internal_tokens: dict[str, str]
 ) -> None:
     correlation_id = "e2e-logs-retry"
-    async with httpx.AsyncClient(base_url=SIMULATOR, timeout=10) as admin:
+    async with httpx.AsyncClient(
+        base_url=SIMULATOR, headers=admin_headers(internal_tokens), timeout=10
+    ) as admin:
         async with GatewaySession.open(stack.ws_token) as session:
             result = await _call_retried_once(session, admin, "log me", correlation_id)
     assert result.ok, result.frame

@@ -62,20 +62,21 @@ def exai(
     )
 
 
-def _kimi_answers() -> bool:
+def _kimi_answers(provider_token: str) -> bool:
     """True once a plain Kimi call succeeds: its circuit is closed again after earlier tests."""
     response = httpx.post(
         f"{PROXY}/v1/chat/completions",
         json={"model": KIMI_MODEL, "messages": [{"role": "user", "content": "warm up"}]},
+        headers={"Authorization": f"Bearer {provider_token}"},
         timeout=30,
     )
     return response.status_code == 200
 
 
 async def test_exai_trace_shows_every_span_retries_and_log_lines_of_a_call(
-    stack: RunningStack, simulator: Simulator, jaeger: Jaeger
+    stack: RunningStack, simulator: Simulator, jaeger: Jaeger, internal_tokens: dict[str, str]
 ) -> None:
-    eventually(_kimi_answers, timeout_s=60)
+    eventually(lambda: _kimi_answers(internal_tokens["EXAI_PROVIDER_TOKEN"]), timeout_s=60)
     correlation_id = f"e2e-exai-trace-{uuid.uuid4()}"
     simulator.http.post(
         "/admin/faults",

@@ -488,11 +488,11 @@ def _s(value: float | None) -> str:
 def figures_table(campaign: Campaign) -> str:
     """The Markdown table for docs/reliability.md."""
     header = (
-        "| fault | calls | acknowledged | acked as stored | stored exactly once | "
-        "acked, memory not stored | errors seen by the client | streaming at fault | "
-        "alert | firing after (s) | resolved after recovery (s) | first stored call after "
-        "recovery (s) |\n"
-        "|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|\n"
+        "| fault | alert (pager) | firing after (s) | resolved after recovery (s) | "
+        "first working call after recovery (s) | calls | answered | answered as stored | "
+        "stored exactly once | answered, memory not stored | errors seen by the client | "
+        "streaming at fault |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n"
     )
     rows = []
     for run in campaign.runs.values():
@@ -500,11 +500,12 @@ def figures_table(campaign: Campaign) -> str:
         not_stored = ", ".join(f"{w} {n}" for w, n in sorted(run.memory_not_stored.items()))
         fired = ", ".join(sorted({a["alertname"] for a in run.fired})) or "none"
         rows.append(
-            f"| {run.title} | {len(run.calls)} | {len(run.acknowledged)} | "
-            f"{len(run.stored_acks)} | {run.store.stored_exactly_once} | "
-            f"{not_stored or '0'} | {errors} | {run.streaming_at_fault} | {fired} | "
+            f"| {run.title} | {fired} | "
             f"{_s(run.seconds(run.injected_at, run.fired_at))} | "
             f"{_s(run.seconds(run.recovered_at, run.resolved_at))} | "
-            f"{_s(run.seconds(run.recovered_at, run.first_good_at))} |"
+            f"{_s(run.seconds(run.recovered_at, run.first_good_at))} | "
+            f"{len(run.calls)} | {len(run.acknowledged)} | {len(run.stored_acks)} | "
+            f"{run.store.stored_exactly_once} | {not_stored or '0'} | {errors} | "
+            f"{run.streaming_at_fault} |"
         )
     return header + "\n".join(rows) + "\n"
