@@ -416,6 +416,9 @@ Follow it (every span and log line):
 """
 
 
+HONCHO_KILL_WAIT_S = 30
+
+
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "run"
     var = ROOT / "var"
@@ -430,9 +433,18 @@ def main(argv: list[str]) -> int:
     path = var / "Procfile"
     path.write_text(procfile(processes(var)))
     print(banner(token), flush=True)
-    honcho = Path(sys.executable).with_name("honcho")
     os.chdir(ROOT)
-    os.execv(str(honcho), [str(honcho), "start", "-f", str(path), "-d", str(ROOT)])
+    # honcho SIGKILLs whatever still runs 5 s after Ctrl-C; the services need their drain
+    # (gateway: EXAI_SHUTDOWN_GRACE_S, 10 s) plus the telemetry flush (EXAI_TELEMETRY_FLUSH_S).
+    supervise = (
+        "import sys, honcho.manager, honcho.command;"
+        f"honcho.manager.KILL_WAIT = {HONCHO_KILL_WAIT_S};"
+        "sys.exit(honcho.command.main())"
+    )
+    os.execv(
+        sys.executable,
+        [sys.executable, "-c", supervise, "start", "-f", str(path), "-d", str(ROOT)],
+    )
 
 
 if __name__ == "__main__":
