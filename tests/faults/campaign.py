@@ -38,6 +38,7 @@ from tests.faults.observe import (
     Simulator,
     StorageApi,
     Store,
+    gateway_readiness,
 )
 from tests.faults.traffic import Call, Traffic, gateway_status
 from tests.support.stack import RunningStack
@@ -92,10 +93,14 @@ class FaultRun:
     # the storage faults; answered, for the provider faults (the storage lane may have
     # storage down meanwhile).
     healthy: Callable[[Call], bool] = field(default_factory=lambda: stored)
+    # Runs just before the fault (not timed with it).
+    prepare: Callable[[], Awaitable[None]] | None = None
     streaming_at_fault: int = 0
     injected_at: float | None = None
     fired_at: float | None = None
     fired: list[dict[str, str]] = field(default_factory=list)
+    # The gateway's readiness probe while the fault lasted (once the alert fired).
+    ready_during_fault: int | None = None
     recovered_at: float | None = None
     first_good_at: float | None = None
     resolved_at: float | None = None
@@ -166,6 +171,7 @@ class Campaign:
         expected_errors: frozenset[str] = frozenset(),
         during_streaming: bool = False,
         healthy: Callable[[Call], bool] = stored,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> FaultRun:
         traffic = Traffic(key, self.token, model, workers, pause_s, stream_share)
         run = FaultRun(
@@ -178,6 +184,7 @@ class Campaign:
             expected_errors,
             during_streaming,
             healthy,
+            prepare,
         )
         self.runs[key] = run
         return run
@@ -189,6 +196,8 @@ class Campaign:
             run.traffic.start()
             await self._warm_up(run)
             await self.alerts.quiet(run.match, timeout_s=RESOLVE_TIMEOUT_S)
+            if run.prepare is not None:
+                await run.prepare()
             if run.during_streaming:
                 await self._until_streaming(run)
             run.streaming_at_fault = run.traffic.streaming_now()
@@ -197,6 +206,7 @@ class Campaign:
             try:
                 run.fired = await self.alerts.firing(run.match, run.injected_at, FIRE_TIMEOUT_S)
                 run.fired_at = self.alerts.first_arrival(run.match, "firing", run.injected_at)
+                run.ready_during_fault = await gateway_readiness()
             finally:
                 await run.recover_fault()
                 run.recovered_at = time.monotonic()
@@ -285,9 +295,11 @@ class Campaign:
     # --- the faults ------------------------------------------------------------------
 
     def provider_fault(self, key: str, title: str, mode: str, provider: str, **kw: Any) -> FaultRun:
-        async def inject() -> None:
+        async def move_off() -> None:
             self.avoid = provider
             await asyncio.sleep(MOVE_OFF_S)
+
+        async def inject() -> None:
             await self.simulator.fault(mode, provider)
 
         match = kw.pop("match", AlertMatch(PROVIDER_ALERTS, {"gen_ai_provider_name": provider}))
@@ -299,6 +311,7 @@ class Campaign:
             self.simulator.clear,
             model=lambda: MODELS[provider],
             healthy=answered,
+            prepare=move_off,
             **kw,
         )
 
@@ -491,8 +504,8 @@ def figures_table(campaign: Campaign) -> str:
         "| fault | alert (pager) | firing after (s) | resolved after recovery (s) | "
         "first working call after recovery (s) | calls | answered | answered as stored | "
         "stored exactly once | answered, memory not stored | errors seen by the client | "
-        "streaming at fault |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n"
+        "streaming at fault | gateway ready during fault |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n"
     )
     rows = []
     for run in campaign.runs.values():
@@ -506,6 +519,6 @@ def figures_table(campaign: Campaign) -> str:
             f"{_s(run.seconds(run.recovered_at, run.first_good_at))} | "
             f"{len(run.calls)} | {len(run.acknowledged)} | {len(run.stored_acks)} | "
             f"{run.store.stored_exactly_once} | {not_stored or '0'} | {errors} | "
-            f"{run.streaming_at_fault} |"
+            f"{run.streaming_at_fault} | {run.ready_during_fault or '—'} |"
         )
     return header + "\n".join(rows) + "\n"

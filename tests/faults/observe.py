@@ -1,6 +1,6 @@
 """What the fault suite reads and steers besides the gateway: the simulator's admin API,
 Prometheus, Alertmanager's deliveries (the tests' webhook), the database behind
-storage-adapter and storage-adapter's own API."""
+storage-adapter, storage-adapter's own API and the gateway's readiness."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ SIMULATOR = "http://127.0.0.1:8099"
 PROMETHEUS = "http://127.0.0.1:9090"
 STORAGE = "http://127.0.0.1:8091"
 DATABASE = "postgresql://exai@127.0.0.1:5432/postgres"
+GATEWAY_READY = "http://127.0.0.1:8079/health/ready"
 
 
 def bearer(token: str | None) -> dict[str, str]:
@@ -207,3 +208,9 @@ class StorageApi:
             return None
         response.raise_for_status()
         return [(m["role"], m["content"]) for m in response.json()["messages"]]
+
+
+async def gateway_readiness() -> int:
+    """The HTTP status of the gateway's readiness probe (200 ready, 503 not)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        return (await http.get(GATEWAY_READY)).status_code
