@@ -359,3 +359,32 @@ def test_provider_failure_pages_through_alertmanager_and_resolves(
             f"\n[e2e] provider fault → webhook delivery: {fired_after:.0f}s "
             f"({sorted(fired_names)}); fault cleared → resolved: {resolved_after:.0f}s"
         )
+
+
+def test_no_key_or_token_in_any_log_line_metric_series_or_alert(
+    stack: RunningStack,
+    prometheus: Prometheus,
+    webhook: AlertWebhook,
+    internal_tokens: dict[str, str],
+) -> None:
+    """After every other test here (traffic, failures, the alert that fired and resolved):
+    the secrets scan of issue 8 over what an operator reads besides spans."""
+    secrets = (KIMI_KEY, GLM_KEY, stack.ws_token, *internal_tokens.values())
+    # Every log line every process of the stack wrote (stdout/stderr files, OTLP log export).
+    log_files = [*(stack.var / "logs").glob("*.log"), *(stack.var / "telemetry").rglob("*")]
+    logs = "\n".join(p.read_text(errors="replace") for p in log_files if p.is_file())
+    assert len(logs) > 10_000  # the scan read real logs
+    # Every series Prometheus holds, with every label.
+    series = prometheus.http.get("/federate", params={"match[]": '{__name__=~".+"}'})
+    series.raise_for_status()
+    assert "exai_gateway_calls_total" in series.text
+    # Every alert: Prometheus' view, Alertmanager's, and every webhook delivery.
+    alertmanager = httpx.get("http://127.0.0.1:9093/api/v2/alerts", timeout=10)
+    alertmanager.raise_for_status()
+    with webhook.lock:
+        deliveries = json.dumps([payload for _, payload in webhook.deliveries])
+    assert deliveries != "[]"  # the alert test above delivered something to scan
+    alerts = json.dumps(prometheus.alerts()) + alertmanager.text + deliveries
+    for where, text in (("logs", logs), ("metrics", series.text), ("alerts", alerts)):
+        for secret in secrets:
+            assert secret not in text, f"a secret is in the {where}"
