@@ -9,7 +9,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 TOOLS := deploy/local-stack/build-tools.sh
 
-.PHONY: help install tools run test test-unit test-integration test-e2e fuzz lint typecheck bench dashboards clean
+.PHONY: help install tools run test test-unit test-integration test-e2e fuzz lint typecheck bench bench-peers dashboards clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ typecheck: install ## mypy --strict on the services
 
 bench: install ## benchmarks (figures printed and recorded in docs/benchmarks.md)
 	@$(PY) -m pytest -q -m bench tests/bench -p no:cacheprovider -s
+
+bench-peers: install ## provider-proxy vs the LiteLLM proxy, one core each, hey on the other (installs litellm 1.100.0, hey and py-spy into ~/.cache/exai; ARGS="--profile exai_on")
+	@$(PY) -m tests.bench.peers $(ARGS)
 
 dashboards: install ## regenerate grafana/dashboards/*.json from grafana/generate_dashboards.py
 	@$(PY) grafana/generate_dashboards.py

@@ -48,6 +48,7 @@ from provider_proxy.schemas import ChatCompletionRequest
 from provider_proxy.service import ChatService, OpenedStream
 from provider_proxy.settings import ProxySettings
 from provider_proxy.telemetry import ProxyMetrics
+from provider_proxy.transport import AiohttpTransport
 from provider_proxy.types import CircuitStateName, ProviderName
 from provider_proxy.upstream import ResponseLimits, Upstream
 from provider_proxy.usage import PriceTable
@@ -100,17 +101,16 @@ def _http_client(
     transport: httpx.AsyncBaseTransport | None = None,
     max_connections: int = 200,
 ) -> httpx.AsyncClient:
+    """httpx's client API over :class:`AiohttpTransport` (or the tests' transport); the
+    transport reads HTTP(S)_PROXY itself, so httpx mounts no proxy transports."""
     timeouts = adapter.timeouts
     client = httpx.AsyncClient(
         base_url=adapter.endpoint.base_url,
         headers=adapter.headers(),
         timeout=httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=min(50, max_connections),
-        ),
         follow_redirects=False,
-        transport=transport,
+        transport=transport if transport is not None else AiohttpTransport(max_connections),
+        trust_env=False,
     )
     if not adapter.endpoint.propagate_context:
         # Trace context and baggage stay inside: only the llm-simulator (our service,

@@ -30,6 +30,7 @@ from tests.config_tools import (
 RULE_FILES = sorted(str(p) for p in (REPO_ROOT / "deploy/prometheus/rules").glob("*.yml"))
 RULE_TESTS = sorted(str(p) for p in (REPO_ROOT / "deploy/prometheus/tests").glob("*.yml"))
 ALERTMANAGER_CONFIG = "deploy/alertmanager/alertmanager.yml"
+BENCH_COLLECTOR_CONFIG = "tests/bench/peers/otelcol-bench.yaml"
 
 
 # ------------------------------------------------------------------ collector
@@ -53,6 +54,16 @@ def test_collector_config_is_valid_with_compose_defaults() -> None:
         check=False,
     )
     assert_ok(result)
+
+
+def test_benchmark_collector_config_is_valid() -> None:
+    # The collector `make bench-peers` exports to (file exporters, to count what arrived).
+    env = {
+        "EXAI_BENCH_OTLP_PORT": "4318",
+        "EXAI_BENCH_HEALTH_PORT": "13133",
+        "EXAI_BENCH_TELEMETRY_DIR": "/tmp",
+    }
+    assert_ok(run_tool("otelcol", "validate", "--config", BENCH_COLLECTOR_CONFIG, env=env))
 
 
 def test_collector_rejects_a_broken_config(tmp_path: Path) -> None:

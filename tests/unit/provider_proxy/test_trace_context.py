@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -72,15 +73,48 @@ async def test_headers_sent_upstream(keyed: bool, propagated: bool) -> None:
         assert format(span.context.trace_id, "032x") in headers["traceparent"]
 
 
-def test_proxy_mounts_from_the_environment_are_wrapped_too(
+async def test_requests_through_an_egress_proxy_from_the_environment_carry_no_trace_context(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://egress.example:3128")
-    adapter = build_adapters(ProxySettings(kimi_api_key=SecretStr(KEY)))["kimi"]
+    """HTTP_PROXY is honoured (by the aiohttp transport), and what the egress proxy
+    receives for a third-party API has no trace context or baggage either."""
+    heads: list[bytes] = []
+
+    async def egress(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        body = b"{}"
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(egress, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = ProxySettings(
+        kimi_api_key=SecretStr(KEY), kimi_base_url="http://api.third-party.example/v1"
+    )
+    adapter = build_adapters(settings)["kimi"]
     telemetry = setup_telemetry(
         "provider-proxy", "test", ServiceSettings(), install_global=False, configure_logs=False
     )
     client = _http_client(adapter, telemetry)
-    mounted = [t for t in client._mounts.values() if t is not None]
-    assert mounted
-    assert all(isinstance(t, WithoutTraceContext) for t in [client._transport, *mounted])
+    token = context.attach(baggage.set_baggage("exai.correlation_id", "corr-42"))
+    try:
+        async with server:
+            response = await client.post("/chat/completions", json={})
+    finally:
+        context.detach(token)
+        await client.aclose()
+    assert response.status_code == 200
+    assert len(heads) == 1
+    head = heads[0].decode("latin-1").lower()
+    # Absolute-form request line: it went through the proxy, to the third party.
+    assert head.startswith("post http://api.third-party.example/v1/chat/completions ")
+    assert "traceparent" not in head and "baggage" not in head and "corr-42" not in head
+    assert isinstance(client._transport, WithoutTraceContext)
