@@ -8,6 +8,7 @@ baggage onto every span, auto-instrumented ones included.
 
 from __future__ import annotations
 
+import random
 import re
 import uuid
 
@@ -25,7 +26,9 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def new_correlation_id() -> str:
-    return str(uuid.uuid4())
+    """A random UUID4. From `random`, like OTel's trace IDs, not `os.urandom`: an ID
+    must be unique, not unguessable, and the syscall showed in the proxy's profile."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def normalize_correlation_id(candidate: object) -> str | None:

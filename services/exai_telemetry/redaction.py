@@ -13,6 +13,8 @@ The collector redacts again as a second line of defence.
 
 from __future__ import annotations
 
+import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -152,16 +154,36 @@ def redact_attributes(
     changed = False
     result: dict[str, AttributeValue] = {}
     for key, value in attributes.items():
-        if not capture_content and key in CONTENT_ATTRIBUTES:
+        action = _key_action(key)
+        if action is _KeyAction.CONTENT and not capture_content:
             changed = True
             continue
-        if SENSITIVE_KEY.search(key) and key != "exai.correlation_id":
+        if action is _KeyAction.REDACT:
             new_value: AttributeValue = REDACTED
+        elif isinstance(value, bool | int | float):
+            new_value = value  # nothing to scrub in a number
         else:
             new_value = _redact_value(value, registry)
         changed = changed or new_value != value
         result[key] = new_value
     return result if changed else None
+
+
+class _KeyAction(enum.Enum):
+    SCRUB = "scrub"  # keep the attribute, scrub its value
+    REDACT = "redact"  # a credential's name: the value goes whatever it is
+    CONTENT = "content"  # prompt or completion text: dropped unless captured
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_action(key: str) -> _KeyAction:
+    """What an attribute's name alone decides; attribute names are few (they come from
+    code, not from requests), so each is matched once per process, not once per span."""
+    if key in CONTENT_ATTRIBUTES:
+        return _KeyAction.CONTENT
+    if SENSITIVE_KEY.search(key) and key != "exai.correlation_id":
+        return _KeyAction.REDACT
+    return _KeyAction.SCRUB
 
 
 class RedactingSpanExporter(SpanExporter):

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk._logs import LoggerProvider
@@ -241,7 +242,10 @@ def setup_telemetry(
         views=_views(),
         exemplar_filter=exemplar_filter,
     )
-    tracer_provider = TracerProvider(resource=resource)
+    # The SDK's per-span self-metrics (otel.sdk.span.started / .live) cost about 8% of
+    # the provider-proxy's CPU under load (py-spy, docs/benchmarks.md) and nothing reads
+    # them; the batch processor's queue metrics, which the alerts use, stay on.
+    tracer_provider = TracerProvider(resource=resource, meter_provider=NoOpMeterProvider())
     tracer_provider.add_span_processor(CorrelationIdSpanProcessor())
     if exporter is not None:
         redacting = RedactingSpanExporter(

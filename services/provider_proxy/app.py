@@ -48,7 +48,7 @@ from provider_proxy.schemas import ChatCompletionRequest
 from provider_proxy.service import ChatService, OpenedStream
 from provider_proxy.settings import ProxySettings
 from provider_proxy.telemetry import ProxyMetrics
-from provider_proxy.transport import AiohttpTransport
+from provider_proxy.transport import AiohttpTransport, environment_proxy
 from provider_proxy.types import CircuitStateName, ProviderName
 from provider_proxy.upstream import ResponseLimits, Upstream
 from provider_proxy.usage import PriceTable
@@ -101,15 +101,18 @@ def _http_client(
     transport: httpx.AsyncBaseTransport | None = None,
     max_connections: int = 200,
 ) -> httpx.AsyncClient:
-    """httpx's client API over :class:`AiohttpTransport` (or the tests' transport); the
-    transport reads HTTP(S)_PROXY itself, so httpx mounts no proxy transports."""
+    """httpx's client API over :class:`AiohttpTransport` (or the tests' transport). The
+    egress proxy (HTTP(S)_PROXY, NO_PROXY) is the transport's, so httpx mounts none."""
     timeouts = adapter.timeouts
+    base_url = adapter.endpoint.base_url
+    if transport is None:
+        transport = AiohttpTransport(max_connections, proxy=environment_proxy(base_url))
     client = httpx.AsyncClient(
-        base_url=adapter.endpoint.base_url,
+        base_url=base_url,
         headers=adapter.headers(),
         timeout=httpx.Timeout(timeouts.read_s, connect=timeouts.connect_s),
         follow_redirects=False,
-        transport=transport if transport is not None else AiohttpTransport(max_connections),
+        transport=transport,
         trust_env=False,
     )
     if not adapter.endpoint.propagate_context:
@@ -117,13 +120,9 @@ def _http_client(
         # whose spans belong in the caller's trace) gets them. For a third-party API
         # both are dropped — baggage carries our correlation ID, and W3C trace context
         # to a third party is optional and useless to us (its spans never reach our
-        # collector). Every transport is wrapped, including the environment's proxy
-        # mounts (HTTPS_PROXY), before the instrumentation wraps them in turn.
+        # collector). The one transport (egress proxy included) is wrapped before the
+        # instrumentation wraps it in turn.
         client._transport = WithoutTraceContext(client._transport)
-        client._mounts = {
-            pattern: None if mounted is None else WithoutTraceContext(mounted)
-            for pattern, mounted in client._mounts.items()
-        }
     HTTPXClientInstrumentor.instrument_client(
         client, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
     )

@@ -26,14 +26,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import httpx
+from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
+from yarl import URL
 
 # httpx's keep-alive expiry, kept for parity.
 KEEPALIVE_S = 5.0
-READ_CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class EgressProxy:
+    url: str
+    auth: BasicAuth | None = None
+
+
+def environment_proxy(base_url: str) -> EgressProxy | None:
+    """The egress proxy HTTP(S)_PROXY names for `base_url`, unless NO_PROXY exempts its
+    host (aiohttp's own reading of the environment, done once instead of per request)."""
+    try:
+        url, auth = get_env_proxy_for_url(URL(base_url))
+    except LookupError:
+        return None
+    return EgressProxy(str(url), auth)
 
 
 @contextlib.contextmanager
@@ -54,10 +72,10 @@ def httpx_errors(request: httpx.Request) -> Iterator[None]:
         raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
     except aiohttp.ClientResponseError as exc:  # a malformed status line or header
         raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    except TimeoutError as exc:  # aiohttp's ceil_timeout, outside its own types
+        raise httpx.ReadTimeout("timed out", request=request) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
-    except asyncio.TimeoutError as exc:  # aiohttp's ceil_timeout, outside its own types
-        raise httpx.ReadTimeout("timed out", request=request) from exc
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -91,8 +109,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one `aiohttp.ClientSession`, at most `max_connections`
     requests at a time (the rest wait up to their `pool` timeout)."""
 
-    def __init__(self, max_connections: int, *, trust_env: bool = True) -> None:
+    def __init__(self, max_connections: int, *, proxy: EgressProxy | None = None) -> None:
+        """`proxy`: the egress proxy for every request (:func:`environment_proxy`)."""
         self._slots = asyncio.Semaphore(max_connections)
+        self._proxy = proxy
         connector = aiohttp.TCPConnector(
             limit=max_connections,
             limit_per_host=0,
@@ -100,7 +120,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            trust_env=trust_env,  # HTTP(S)_PROXY / NO_PROXY, as httpx did
+            # Not trust_env: it reads ~/.netrc in a thread on every request (seen in the
+            # profile). The proxy comes from the environment once, at start-up.
+            trust_env=False,
             auto_decompress=False,  # httpx decodes Content-Encoding itself
             skip_auto_headers=("User-Agent", "Accept-Encoding"),  # httpx sets its own
         )
@@ -124,6 +146,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     headers=list(request.headers.multi_items()),
                     data=body or None,
                     allow_redirects=False,
+                    proxy=None if self._proxy is None else self._proxy.url,
+                    proxy_auth=None if self._proxy is None else self._proxy.auth,
                     timeout=aiohttp.ClientTimeout(
                         total=None,
                         connect=None,
@@ -140,10 +164,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             headers=[(k, v) for k, v in response.raw_headers],
             stream=_ResponseStream(response, request, self._slots.release),
             extensions={
-                "http_version": f"HTTP/{response.version.major}.{response.version.minor}".encode(),
+                "http_version": _http_version(response),
                 "reason_phrase": (response.reason or "").encode(),
             },
         )
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def _http_version(response: aiohttp.ClientResponse) -> bytes:
+    version = response.version
+    return b"HTTP/1.1" if version is None else f"HTTP/{version.major}.{version.minor}".encode()

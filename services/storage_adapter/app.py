@@ -60,7 +60,9 @@ def supabase_http_client(settings: StorageSettings, telemetry: Telemetry) -> htt
     return http
 
 
-async def build_store(settings: StorageSettings, telemetry: Telemetry, undo: _Undo) -> DurableStore:
+async def build_store(
+    settings: StorageSettings, telemetry: Telemetry, undo: _Undo, metrics: StorageMetrics
+) -> DurableStore:
     backend = settings.store_backend
     supabase_url, supabase_key = settings.supabase_url, settings.supabase_key
     if backend == "supabase" and supabase_url is not None and supabase_key is not None:
@@ -76,7 +78,12 @@ async def build_store(settings: StorageSettings, telemetry: Telemetry, undo: _Un
     engine = create_engine(url, timeout_s=settings.db_timeout_s, pool_size=settings.db_pool_size)
     undo.steps.append(instrument_engine(engine, telemetry))
     logger.info("durable store: %s at %s", backend, describe_location(url))
-    return SqlStore(engine)
+    return SqlStore(
+        engine,
+        timeout_s=settings.db_timeout_s,
+        tracer=telemetry.tracer("storage_adapter"),
+        on_commit=metrics.append_committed,
+    )
 
 
 def build_cache(settings: StorageSettings, telemetry: Telemetry) -> ConversationCache:
@@ -110,7 +117,7 @@ def create_app(settings: StorageSettings, telemetry: Telemetry) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         undo = _Undo()
-        store = await build_store(settings, telemetry, undo)
+        store = await build_store(settings, telemetry, undo, metrics)
         cache = build_cache(settings, telemetry)
         guard = CacheGuard(cache, metrics, dependencies, retry_s=settings.cache_retry_s)
         service = ConversationService(

@@ -46,8 +46,10 @@ T = TypeVar("T")
 
 _LOG_INTERVAL_S = 60.0
 # A write lease must outlast any durable write: SQL is a pool wait, a connect and up to
-# six statements, Supabase up to four requests of up to four httpx phases, each phase
-# bounded by EXAI_DB_TIMEOUT_S. Longer only delays dropping a dead writer's entry.
+# six statements (Postgres group commit: a queue wait and a shared batch, bounded to at
+# most 19 timeouts in store.sql), Supabase up to four requests of up to four httpx
+# phases, each phase bounded by EXAI_DB_TIMEOUT_S. Longer only delays dropping a dead
+# writer's entry.
 WRITE_LEASE_DB_TIMEOUTS = 20
 
 

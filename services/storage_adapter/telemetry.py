@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 CacheResult = Literal["hit", "miss", "error"]
 
+# Messages stored per committed append transaction (group commit, Postgres): mostly 1
+# when idle, up to the batch size under load. One metric of this adapter's own, so
+# it lives here rather than in exai_telemetry.names.
+M_STORAGE_APPEND_COMMIT_MESSAGES = "exai.storage.append.commit.messages"
+
 
 @dataclass
 class Dependencies:
@@ -47,6 +52,12 @@ class StorageMetrics:
             unit="{error}",
             description="Durable store operations that failed because the store was unavailable",
         )
+        self._commit_messages = meter.create_histogram(
+            M_STORAGE_APPEND_COMMIT_MESSAGES,
+            unit="{message}",
+            description="Messages stored per committed append transaction",
+            explicit_bucket_boundaries_advisory=[1, 2, 4, 8, 16, 32],
+        )
         meter.create_observable_gauge(
             names.M_STORAGE_DEPENDENCY_UP,
             callbacks=[self._observe_dependencies],
@@ -59,6 +70,9 @@ class StorageMetrics:
 
     def durable_error(self, operation: str) -> None:
         self._durable_errors.add(1, {names.OPERATION: operation})
+
+    def append_committed(self, messages: int) -> None:
+        self._commit_messages.record(messages)
 
     def _observe_dependencies(self, _options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(int(self._dependencies.cache_up), {names.DEPENDENCY: "cache"})

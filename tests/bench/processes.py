@@ -49,6 +49,9 @@ class Process:
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for {self.name}")
 
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.popen.pid)
+
     def stop(self, timeout_s: float = 15.0) -> None:
         if self.popen.poll() is not None:
             return
@@ -130,3 +133,19 @@ def wait_ready(process: Process, url: str, timeout_s: float) -> None:
 def python_module(module: str) -> list[str]:
     """`python -m module` with this interpreter (the repo's .venv)."""
     return [sys.executable, "-m", module]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (/proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name, which may hold spaces: utime and stime are 14 and 15.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of any process by pid (servers started outside a ProcessGroup)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")

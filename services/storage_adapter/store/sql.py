@@ -6,6 +6,12 @@ touches its conversation's row, which in Postgres serializes appends to one
 conversation, so message ids (the history order) follow commit order; it checks the
 conversation's owner in that same transaction, before anything is written.
 
+Postgres group commit (:mod:`.batch`): appends that arrive while another is being
+written share one transaction, each in its own SAVEPOINT, so N messages cost one WAL
+flush and a refused message, a duplicate or another client's conversation undoes only
+itself. Outcomes are answered after the COMMIT; a failed COMMIT leaves every message the
+batch stored in doubt. A lone append is the one-message transaction as before.
+
 Errors: the database refusing the data (SQLSTATE class 22 "data exception" or 23
 "integrity constraint violation", SQLite's IntegrityError and DataError, a value the
 driver cannot encode) is :class:`InvalidData`, the request's fault; everything else
@@ -18,14 +24,18 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
-from dataclasses import replace
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import Link, StatusCode
 from sqlalchemy import Row, event, func, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
@@ -40,6 +50,7 @@ from storage_adapter.errors import (
     IdempotencyConflict,
     InvalidData,
     SchemaError,
+    StorageAdapterError,
     StoreUnavailable,
 )
 from storage_adapter.models import (
@@ -52,6 +63,7 @@ from storage_adapter.models import (
     is_same_request,
     utc_now,
 )
+from storage_adapter.store.batch import GroupCommit, Pending
 from storage_adapter.store.tables import (
     CLIENT_ID_CHARS,
     SCHEMA_VERSION,
@@ -160,6 +172,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+# Group commit: at most MAX_BATCH messages share a transaction, at most
+# MAX_BATCHES_IN_FLIGHT such transactions run at once (each on its own connection).
+MAX_BATCH = 32
+MAX_BATCHES_IN_FLIGHT = 2
+# Keep a write inside its cache write lease (WRITE_LEASE_DB_TIMEOUTS): a message starts
+# within QUEUE_DB_TIMEOUTS database timeouts of arriving or fails unwritten, and a batch
+# starts no message BATCH_DB_TIMEOUTS after it began (the rest go to the next batch).
+# Worst case: 6 (queue) + 2 (batch) + 7 (last message's statements with its savepoint)
+# + 1 (COMMIT) + 3 (pool wait, connect, pre-ping) = 19 timeouts.
+QUEUE_DB_TIMEOUTS = 6
+BATCH_DB_TIMEOUTS = 2
+# SQLSTATE class 40, "transaction rollback": deadlock, serialization failure.
+_ROLLBACK_CLASS = "40"
+BATCH_SIZE = "exai.storage.batch.size"
+BATCH_STORED = "exai.storage.batch.stored"
+
+
 class _Duplicate(Exception):
     """Rolls back an append whose idempotency key already exists."""
 
@@ -169,10 +198,51 @@ class _Duplicate(Exception):
         self.conversation = conversation
 
 
+@dataclass(frozen=True)
+class _Append:
+    continuation_id: str
+    client_id: str
+    message: NewMessage
+    now: datetime
+
+
+_PendingAppend = Pending[_Append, AppendResult]
+# A batch member's outcome before the commit: stored (the conversation and the row), a
+# duplicate to answer once committed, or the error for that message alone.
+_Outcome = tuple[Conversation, Row[Any]] | _Duplicate | StorageAdapterError
+
+
 class SqlStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        timeout_s: float = 5.0,
+        tracer: trace.Tracer | None = None,
+        on_commit: Callable[[int], None] | None = None,
+        group_commit: bool | None = None,
+    ) -> None:
+        """``group_commit``: share commits between concurrent appends (see
+        :mod:`.batch`); by default for Postgres only. ``on_commit`` gets the number of
+        messages each committed append transaction stored."""
         self.engine = engine
         self.backend = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
+        self._timeout_s = timeout_s
+        self._tracer = tracer or trace.get_tracer(__name__)
+        self._on_commit = on_commit or (lambda _count: None)
+        if group_commit is None:
+            # SQLite: pysqlite's implicit transactions turn an outermost SAVEPOINT's
+            # RELEASE into a COMMIT, and one writer at a time leaves little to share.
+            group_commit = self.backend == "postgresql"
+        self._batcher: GroupCommit[_Append, AppendResult] | None = None
+        if group_commit:
+            self._batcher = GroupCommit(
+                self._append_batch,
+                max_batch=MAX_BATCH,
+                max_in_flight=MAX_BATCHES_IN_FLIGHT,
+                queue_timeout_s=QUEUE_DB_TIMEOUTS * timeout_s,
+                expired=_queue_expired,
+            )
 
     @contextlib.asynccontextmanager
     async def _errors(self, operation: str) -> AsyncIterator[None]:
@@ -307,40 +377,20 @@ class SqlStore:
     async def append_message(
         self, continuation_id: str, client_id: str, message: NewMessage, now: datetime
     ) -> AppendResult:
+        request = _Append(continuation_id, client_id, message, now)
+        if self._batcher is None:
+            result = await self._append_alone(request)
+            if result.created:
+                self._on_commit(1)
+            return result
+        return await self._batcher.submit(request)
+
+    async def _append_alone(self, request: _Append) -> AppendResult:
+        """One message, one transaction."""
         committing = False
         try:
             async with self._errors("append_message"), self.engine.begin() as conn:
-                conversation, _ = await self._get_or_create(
-                    conn, continuation_id, client_id, None, {}, now
-                )
-                if conversation.client_id != client_id:
-                    raise ConversationNotFound(continuation_id)
-                await conn.execute(
-                    update(conversations)
-                    .where(conversations.c.id == conversation.id)
-                    .values(updated_at=now)
-                )
-                inserted = await conn.execute(
-                    self._insert(messages)
-                    .values(
-                        conversation_id=conversation.id,
-                        role=message.role,
-                        content=message.content,
-                        metadata=message.metadata,
-                        idempotency_key=message.idempotency_key,
-                        created_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                    .returning(*messages.c)
-                )
-                row = inserted.first()
-                if row is None:
-                    existing = await conn.execute(
-                        select(messages).where(
-                            messages.c.idempotency_key == message.idempotency_key
-                        )
-                    )
-                    raise _Duplicate(_message(existing.one()), conversation)
+                conversation, row = await self._append_in(conn, request)
                 # Leaving the block commits: a failure from here on may come after the
                 # database has committed (before, it rolls back).
                 committing = True
@@ -349,15 +399,164 @@ class SqlStore:
                 raise StoreUnavailable(exc.operation, exc.reason, in_doubt=True) from exc
             raise
         except _Duplicate as duplicate:
-            if not is_same_request(duplicate.existing, duplicate.conversation.id, message):
-                raise IdempotencyConflict(message.idempotency_key) from None
-            return AppendResult(duplicate.conversation, duplicate.existing, created=False)
-        updated = replace(conversation, updated_at=now)
-        return AppendResult(updated, _message(row), created=True)
+            return _replay(duplicate, request.message)
+        return _appended(conversation, row, request.now)
+
+    async def _append_in(
+        self, conn: AsyncConnection, request: _Append
+    ) -> tuple[Conversation, Row[Any]]:
+        """The statements of one append; raises _Duplicate for a known idempotency key."""
+        continuation_id, client_id, message, now = (
+            request.continuation_id,
+            request.client_id,
+            request.message,
+            request.now,
+        )
+        conversation, _ = await self._get_or_create(conn, continuation_id, client_id, None, {}, now)
+        if conversation.client_id != client_id:
+            raise ConversationNotFound(continuation_id)
+        await conn.execute(
+            update(conversations)
+            .where(conversations.c.id == conversation.id)
+            .values(updated_at=now)
+        )
+        inserted = await conn.execute(
+            self._insert(messages)
+            .values(
+                conversation_id=conversation.id,
+                role=message.role,
+                content=message.content,
+                metadata=message.metadata,
+                idempotency_key=message.idempotency_key,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(*messages.c)
+        )
+        row = inserted.first()
+        if row is None:
+            existing = await conn.execute(
+                select(messages).where(messages.c.idempotency_key == message.idempotency_key)
+            )
+            raise _Duplicate(_message(existing.one()), conversation)
+        return conversation, row
+
+    async def _append_batch(self, batch: list[_PendingAppend]) -> list[_PendingAppend]:
+        """Group commit (see :mod:`.batch`); returns the appends it did not start."""
+        if len(batch) == 1:  # nothing to share: the plain path, no savepoint
+            item = batch[0]
+            token = otel_context.attach(item.context)
+            try:
+                result = await self._append_alone(item.request)
+            except StorageAdapterError as exc:
+                item.settle(exc)
+            else:
+                item.settle(result)
+                if result.created:
+                    self._on_commit(1)
+            finally:
+                otel_context.detach(token)
+            return []
+        # Conversation rows are locked in one order (continuation ID) in every batch, so
+        # two batches in flight cannot deadlock on them; sorted() is stable, so a
+        # conversation's messages keep their arrival order (and their ids that order).
+        ordered = sorted(batch, key=lambda item: item.request.continuation_id)
+        stop_at = time.monotonic() + BATCH_DB_TIMEOUTS * self._timeout_s
+        outcomes: dict[_PendingAppend, _Outcome] = {}
+        left: list[_PendingAppend] = []
+        committing = False
+        links = [Link(trace.get_current_span(item.context).get_span_context()) for item in batch]
+        with self._tracer.start_as_current_span(
+            "append_message batch", links=links, attributes={BATCH_SIZE: len(batch)}
+        ) as span:
+            try:
+                async with self._errors("append_message"), self.engine.begin() as conn:
+                    for index, item in enumerate(ordered):
+                        now = time.monotonic()
+                        if outcomes and now > stop_at:
+                            left = ordered[index:]  # the next batch starts them
+                            break
+                        if now > item.deadline:
+                            outcomes[item] = _queue_expired()
+                            continue
+                        token = otel_context.attach(item.context)
+                        try:
+                            outcomes[item] = await self._append_savepoint(conn, item.request)
+                        finally:
+                            otel_context.detach(token)
+                    committing = True
+            except StorageAdapterError as exc:
+                reason = exc.reason if isinstance(exc, StoreUnavailable) else str(exc)
+                span.set_status(StatusCode.ERROR, reason)
+                for item in ordered:
+                    item.settle(_batch_failed(outcomes.get(item), reason, committing))
+                return []
+            stored = 0
+            for item, outcome in outcomes.items():
+                if isinstance(outcome, tuple):
+                    stored += 1
+                    item.settle(_appended(*outcome, item.request.now))
+                elif isinstance(outcome, _Duplicate):
+                    try:
+                        item.settle(_replay(outcome, item.request.message))
+                    except IdempotencyConflict as conflict:
+                        item.settle(conflict)
+                else:
+                    item.settle(outcome)
+            span.set_attribute(BATCH_STORED, stored)
+        if stored:
+            self._on_commit(stored)
+        return left
+
+    async def _append_savepoint(self, conn: AsyncConnection, request: _Append) -> _Outcome:
+        """One append of a batch in its own SAVEPOINT: a message the database refuses
+        (or a duplicate, or another client's conversation) undoes only itself."""
+        try:
+            async with conn.begin_nested():
+                return await self._append_in(conn, request)
+        except (_Duplicate, ConversationNotFound) as exc:
+            return exc
+        except (*_UNAVAILABLE_ERRORS, UnicodeError) as exc:
+            refused = data_error(exc)
+            if refused is not None:
+                return InvalidData("append_message", refused)
+            code = sqlstate(exc)
+            if code is not None and code[:2] == _ROLLBACK_CLASS:
+                # Deadlock or serialization failure (only a key reused across
+                # conversations by two adapters can cause one): this message only.
+                return StoreUnavailable("append_message", describe_error(exc))
+            raise
 
     async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.wait_idle()
         with contextlib.suppress(SQLAlchemyError, OSError):
             await self.engine.dispose()
+
+
+def _queue_expired() -> StoreUnavailable:
+    return StoreUnavailable("append_message", "waited too long for a write (nothing written)")
+
+
+def _replay(duplicate: _Duplicate, message: NewMessage) -> AppendResult:
+    if not is_same_request(duplicate.existing, duplicate.conversation.id, message):
+        raise IdempotencyConflict(message.idempotency_key) from None
+    return AppendResult(duplicate.conversation, duplicate.existing, created=False)
+
+
+def _appended(conversation: Conversation, row: Row[Any], now: datetime) -> AppendResult:
+    return AppendResult(replace(conversation, updated_at=now), _message(row), created=True)
+
+
+def _batch_failed(outcome: _Outcome | None, reason: str, committing: bool) -> StorageAdapterError:
+    """A batch member's answer when its transaction failed."""
+    if isinstance(outcome, InvalidData | ConversationNotFound):
+        return outcome  # refused on its own: true whatever became of the others
+    if isinstance(outcome, StoreUnavailable):
+        return outcome
+    # Stored in a transaction whose COMMIT failed: it may have landed.
+    in_doubt = committing and isinstance(outcome, tuple)
+    return StoreUnavailable("append_message", reason, in_doubt=in_doubt)
 
 
 def _conversation(row: Row[Any]) -> Conversation:

@@ -74,3 +74,61 @@ def received(directory: Path, service_name: str) -> Received:
                     # Cumulative temporality: the latest export holds the totals.
                     result.server_requests.update(counts)
     return result
+
+
+# --- per span and per metric point (`make bench-chain` counts several services) ------
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str  # "" for a root span
+    correlation_id: str | None
+
+
+def span_records(directory: Path) -> Iterator[SpanRecord]:
+    """Every span in `directory`'s traces file, whichever service exported it."""
+    for export in _lines(directory / "traces.jsonl"):
+        for resource_spans in export.get("resourceSpans", []):
+            resource = _attributes(resource_spans.get("resource", {}).get("attributes"))
+            service = str(resource.get("service.name", ""))
+            for scope in resource_spans.get("scopeSpans", []):
+                for span in scope.get("spans", []):
+                    correlation = _attributes(span.get("attributes")).get(CORRELATION_ATTRIBUTE)
+                    yield SpanRecord(
+                        service,
+                        span["name"],
+                        span.get("traceId", ""),
+                        span.get("spanId", ""),
+                        span.get("parentSpanId", ""),
+                        str(correlation) if correlation else None,
+                    )
+
+
+PointKey = tuple[str, frozenset[tuple[str, str]]]  # service.name, the point's attributes
+
+
+def metric_values(directory: Path, metric_name: str) -> dict[PointKey, float]:
+    """The latest value of a cumulative metric per service and attribute set: a sum's
+    (counter or up-down counter) value, a histogram's count."""
+    latest: dict[PointKey, float] = {}
+    for export in _lines(directory / "metrics.jsonl"):
+        for resource_metrics in export.get("resourceMetrics", []):
+            resource = _attributes(resource_metrics.get("resource", {}).get("attributes"))
+            service = str(resource.get("service.name", ""))
+            for scope in resource_metrics.get("scopeMetrics", []):
+                for metric in scope.get("metrics", []):
+                    if metric["name"] != metric_name:
+                        continue
+                    data = metric.get("sum") or metric.get("histogram") or metric.get("gauge")
+                    for point in (data or {}).get("dataPoints", []):
+                        attributes = _attributes(point.get("attributes"))
+                        key = (service, frozenset((k, str(v)) for k, v in attributes.items()))
+                        if "count" in point and "histogram" in metric:
+                            latest[key] = float(point["count"])
+                        else:  # OTLP JSON writes int64 values as strings
+                            latest[key] = float(point.get("asInt", point.get("asDouble", 0)))
+    return latest

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import secrets
 import statistics
 import sys
@@ -47,6 +48,12 @@ BODY = json.dumps(
 CHAT_PATH = "/v1/chat/completions"
 VARIANTS = ("direct", "exai_off", "exai_on", "litellm")
 LABELS = {"direct": "direct", "exai_off": "EXAI off", "exai_on": "EXAI on", "litellm": "LiteLLM"}
+PROCESS_OF = {
+    "direct": "llm-simulator",
+    "exai_off": "provider-proxy-off",
+    "exai_on": "provider-proxy-on",
+    "litellm": "litellm",
+}
 PROXY_CORE = "0"
 LOAD_CORE = "1" if CORES > 1 else "0"
 
@@ -63,6 +70,16 @@ class Target:
 class Figures:
     c1: list[LoadResult] = field(default_factory=list)
     c50: list[LoadResult] = field(default_factory=list)
+    # Per c=50 run: CPU seconds each process used, over the run's wall seconds.
+    busy: list[dict[str, float]] = field(default_factory=list)
+
+
+def cpu_snapshot(group: ProcessGroup) -> dict[str, float]:
+    """CPU seconds so far per process, plus `hey` (this process's finished children)."""
+    snapshot = {p.name: p.cpu_seconds() for p in group.started if p.popen.poll() is None}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    snapshot["hey"] = children.ru_utime + children.ru_stime
+    return snapshot
 
 
 def start_targets(group: ProcessGroup, work: Path) -> dict[str, Target]:
@@ -216,16 +233,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             order = rotated(VARIANTS, number)
             for name in order:
                 c1 = load(targets[name], 1, args.c1_seconds)
+                before, started = cpu_snapshot(group), time.monotonic()
                 c50 = load(targets[name], args.concurrency, args.c50_seconds)
+                after, wall = cpu_snapshot(group), time.monotonic() - started
+                busy = {k: (after[k] - before[k]) / wall for k in after if k in before}
                 figures[name].c1.append(c1)
                 figures[name].c50.append(c50)
+                figures[name].busy.append(busy)
                 if name == "exai_on":
                     sent_to_on += c1.responses + c50.responses
                 print(
                     f"[bench-peers] round {number + 1} {LABELS[name]:9} "
                     f"c=1 p50 {c1.p50_s * 1000:.2f} ms p99 {c1.p99_s * 1000:.2f} ms | "
                     f"c={args.concurrency} {c50.rps:.0f} req/s p50 {c50.p50_s * 1000:.1f} ms "
-                    f"p99 {c50.p99_s * 1000:.1f} ms errors {c1.errors + c50.errors}",
+                    f"p99 {c50.p99_s * 1000:.1f} ms errors {c1.errors + c50.errors} | CPU "
+                    + " ".join(f"{k} {v:.0%}" for k, v in busy.items() if v >= 0.02),
                     flush=True,
                 )
         profile: list[str] = []
@@ -259,7 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "table": table,
         "telemetry": {k: v for k, v in proof.items() if k != "text"},
         "raw": {
-            name: {"c1": [asdict(r) for r in f.c1], "c50": [asdict(r) for r in f.c50]}
+            name: {
+                "c1": [asdict(r) for r in f.c1],
+                "c50": [asdict(r) for r in f.c50],
+                "c50_cpu_busy": f.busy,
+            }
             for name, f in figures.items()
         },
     }
@@ -280,6 +306,14 @@ def summarise(figures: dict[str, Figures], concurrency: int) -> dict[str, dict[s
             "rps": median([r.rps for r in f.c50]),
             "p50_ms": median([r.p50_s for r in f.c50]) * 1000,
             "p99_ms": median([r.p99_s for r in f.c50]) * 1000,
+            # CPU time per request (c=50): the cost, whatever else shares the core.
+            "cpu_ms_per_request": median(
+                [
+                    busy.get(PROCESS_OF[name], 0.0) * 1000 / max(r.rps, 1e-9)
+                    for busy, r in zip(f.busy, f.c50, strict=True)
+                ]
+            ),
+            "cpu_busy": median([busy.get(PROCESS_OF[name], 0.0) for busy in f.busy]),
             "errors": float(sum(r.errors for r in [*f.c1, *f.c50])),
             "requests": float(sum(r.responses + r.transport_errors for r in [*f.c1, *f.c50])),
         }
@@ -324,6 +358,11 @@ def render(table: dict[str, dict[str, float]], concurrency: int) -> str:
         + " |"
     )
     lines.append(
+        f"| c={concurrency} CPU per request (its core busy) | "
+        + cells(lambda r: f"{r['cpu_ms_per_request']:.2f} ms ({r['cpu_busy']:.0%})")
+        + " |"
+    )
+    lines.append(
         "| errors / requests | "
         + cells(lambda r: f"{r['errors']:.0f} / {r['requests']:.0f}")
         + " |"
@@ -349,6 +388,12 @@ def check_goals(table: dict[str, dict[str, float]]) -> list[str]:
             "<=",
         ),
         ("c=50 req/s, EXAI on / off >= 0.90", on["rps"] / off["rps"], 0.90, ">="),
+        (
+            "c=50 CPU per request, EXAI off / on >= 0.90",
+            off["cpu_ms_per_request"] / on["cpu_ms_per_request"],
+            0.90,
+            ">=",
+        ),
     ]
     lines = ["", "Goals (issue 6):"]
     for label, value, bound, op in goals:
