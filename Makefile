@@ -9,7 +9,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 TOOLS := deploy/local-stack/build-tools.sh
 
-.PHONY: help install tools run test test-unit test-integration test-e2e fuzz lint typecheck bench bench-peers dashboards clean
+.PHONY: help install tools run test test-unit test-integration test-e2e fuzz lint typecheck bench bench-peers bench-chain dashboards clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: install ## benchmarks (figures printed and recorded in docs/benchmarks.md
 
 bench-peers: install ## provider-proxy vs the LiteLLM proxy, one core each, hey on the other (installs litellm 1.100.0, hey and py-spy into ~/.cache/exai; ARGS="--profile exai_on")
 	@$(PY) -m tests.bench.peers $(ARGS)
+
+bench-chain: install ## whole gateway chain as real processes: telemetry on/off and 2,000 WebSocket connections (Redis + Postgres; py-spy when below goal; ARGS="--profile")
+	@$(PY) -m tests.bench.chain $(ARGS)
 
 dashboards: install ## regenerate grafana/dashboards/*.json from grafana/generate_dashboards.py
 	@$(PY) grafana/generate_dashboards.py

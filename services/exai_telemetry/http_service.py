@@ -17,6 +17,7 @@ from typing import TypeVar
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context, trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -46,6 +47,17 @@ _TRACE_CONTEXT = TraceContextTextMapPropagator()
 # Regexes searched in the full request URL (scheme://host/path): anchored so that a
 # conversation called "healthcare-1" is still traced.
 HEALTH_PATHS = r"^[a-z]+://[^/]+/health(/live|/ready)?/?$"
+
+# FastAPI (0.165+) has telemetry of its own, on whenever a global provider is set. Ours
+# comes from opentelemetry-instrumentation-fastapi (`instrument_app`), whose span names
+# and attributes the dashboards and tests rely on; FastAPI's would wrap every request a
+# second time for nothing (it stands down beside the instrumentation, but still costs).
+NATIVE_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 # What uvicorn handles: each starts a graceful shutdown.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

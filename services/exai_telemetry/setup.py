@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import (

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from exai_telemetry.health import ComponentHealth, Probe
-from exai_telemetry.http_service import add_health_routes, instrument_app
+from exai_telemetry.http_service import NATIVE_TELEMETRY_OFF, add_health_routes, instrument_app
 from exai_telemetry.internal_auth import install_internal_auth, under
 from exai_telemetry.setup import Telemetry
 from llm_simulator import __version__
@@ -40,7 +40,12 @@ def create_app(settings: SimulatorSettings, telemetry: Telemetry) -> FastAPI:
         )
         yield
 
-    app = FastAPI(title="EXAI llm-simulator", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="EXAI llm-simulator",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry=NATIVE_TELEMETRY_OFF,
+    )
     app.state.simulator = state
     for provider in PROVIDERS:
         app.include_router(provider_router(provider, state, settings))

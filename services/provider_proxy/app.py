@@ -28,7 +28,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from exai_telemetry.health import ComponentHealth, Probe
-from exai_telemetry.http_service import BodyLimit, add_health_routes, instrument_app
+from exai_telemetry.http_service import (
+    NATIVE_TELEMETRY_OFF,
+    BodyLimit,
+    add_health_routes,
+    instrument_app,
+)
 from exai_telemetry.internal_auth import AuthFailure, install_internal_auth
 from exai_telemetry.redaction import redact_url
 from exai_telemetry.setup import Telemetry
@@ -204,7 +209,12 @@ def create_app(
             for client in clients.values():
                 await client.aclose()
 
-    app = FastAPI(title="EXAI provider-proxy", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="EXAI provider-proxy",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry=NATIVE_TELEMETRY_OFF,
+    )
     app.state.proxy = state
     _add_routes(app, state)
     _add_error_handlers(app)

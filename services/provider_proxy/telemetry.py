@@ -278,26 +278,27 @@ class ChatCall:
         if meta.response_model and self._model_label_of is not None:
             self._response_model_label = self._model_label_of(meta.response_model)
         if span.is_recording():
-            span.set_attribute(names.PROVIDER_RETRIES, self.retries)
+            # One set_attributes call: the span's lock and checks once, not per attribute.
+            result: dict[str, AttributeValue] = {names.PROVIDER_RETRIES: self.retries}
             if meta.response_model:
-                span.set_attribute(gen_ai.GEN_AI_RESPONSE_MODEL, meta.response_model)
+                result[gen_ai.GEN_AI_RESPONSE_MODEL] = meta.response_model
             if meta.response_id:
-                span.set_attribute(gen_ai.GEN_AI_RESPONSE_ID, meta.response_id)
-            span.set_attribute(gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, meta.finish_reasons)
+                result[gen_ai.GEN_AI_RESPONSE_ID] = meta.response_id
+            result[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] = meta.finish_reasons
             if usage is not None:
-                span.set_attribute(gen_ai.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens)
-                span.set_attribute(gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens)
-                span.set_attribute(gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cached_tokens)
-                span.set_attribute(names.CACHED_TOKENS, usage.cached_tokens)
+                result[gen_ai.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+                result[gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+                result[gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_tokens
+                result[names.CACHED_TOKENS] = usage.cached_tokens
             if cost_usd is not None:
-                span.set_attribute(names.COST_USD, cost_usd)
+                result[names.COST_USD] = cost_usd
             if self._output is not None:
-                output = (
+                result[gen_ai.GEN_AI_OUTPUT_MESSAGES] = (
                     completion_output(self._completion)
                     if self._completion is not None
                     else self._output.as_json()
                 )
-                span.set_attribute(gen_ai.GEN_AI_OUTPUT_MESSAGES, output)
+            span.set_attributes(result)
         self._end("ok", None)
         labels = self._labels
         if usage is not None:
@@ -382,12 +383,18 @@ class RequestSummary:
         self.retries = 0
         self.fallback = False
         if self.span.is_recording():
-            self.span.set_attribute(names.CIRCUIT_STATE, circuit_state)
-        self.update()
+            self.span.set_attributes(
+                {
+                    names.CIRCUIT_STATE: circuit_state,
+                    names.PROVIDER_RETRIES: 0,
+                    names.PROVIDER_FALLBACK: False,
+                }
+            )
 
     def add(self, call: ChatCall) -> None:
-        self.retries += call.retries
-        self.update()
+        if call.retries:  # the span already says what nothing changes
+            self.retries += call.retries
+            self.update()
 
     def mark_fallback(self) -> None:
         self.fallback = True
@@ -395,5 +402,6 @@ class RequestSummary:
 
     def update(self) -> None:
         if self.span.is_recording():
-            self.span.set_attribute(names.PROVIDER_RETRIES, self.retries)
-            self.span.set_attribute(names.PROVIDER_FALLBACK, self.fallback)
+            self.span.set_attributes(
+                {names.PROVIDER_RETRIES: self.retries, names.PROVIDER_FALLBACK: self.fallback}
+            )

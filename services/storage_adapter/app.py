@@ -12,7 +12,12 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from exai_telemetry.health import Probe
-from exai_telemetry.http_service import BodyLimit, add_health_routes, instrument_app
+from exai_telemetry.http_service import (
+    NATIVE_TELEMETRY_OFF,
+    BodyLimit,
+    add_health_routes,
+    instrument_app,
+)
 from exai_telemetry.internal_auth import install_internal_auth
 from exai_telemetry.redaction import redact_url
 from exai_telemetry.setup import Telemetry
@@ -137,6 +142,7 @@ def create_app(settings: StorageSettings, telemetry: Telemetry) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry=NATIVE_TELEMETRY_OFF,
     )
     app.state.limits = Limits(
         max_content_chars=settings.max_content_chars,
