@@ -12,7 +12,7 @@ import random
 import re
 import uuid
 
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
@@ -75,6 +75,14 @@ def correlation_headers(ctx: Context | None = None) -> dict[str, str]:
     return {CORRELATION_HEADER: correlation_id} if correlation_id else {}
 
 
+def _parent_correlation_id(ctx: Context) -> str | None:
+    """The correlation ID on the span current in `ctx`, if it is one of this process's."""
+    parent = trace.get_current_span(ctx)
+    attributes = parent.attributes if isinstance(parent, ReadableSpan) else None
+    value = attributes.get(CORRELATION_ATTRIBUTE) if attributes else None
+    return value if isinstance(value, str) else None
+
+
 class CorrelationIdSpanProcessor(SpanProcessor):
     """Sets `exai.correlation_id` on every span whose context carries it in baggage."""
 
@@ -85,6 +93,10 @@ class CorrelationIdSpanProcessor(SpanProcessor):
             # Instrumentations sometimes pass an extracted context that lacks the
             # baggage already attached to the current one.
             correlation_id = current_correlation_id(context.get_current())
+        if correlation_id is None:
+            # Work that lost the baggage but kept its parent span (SQLAlchemy's pool
+            # connects in a greenlet) takes the ID its parent span carries.
+            correlation_id = _parent_correlation_id(ctx)
         if correlation_id is not None and span.is_recording():
             span.set_attribute(CORRELATION_ATTRIBUTE, correlation_id)
 

@@ -465,9 +465,17 @@ class SqlStore:
         outcomes: dict[_PendingAppend, _Outcome] = {}
         left: list[_PendingAppend] = []
         committing = False
+        # The batch's own span (its connection, BEGIN and COMMIT) belongs to the trace of
+        # the append that opened it, with that request's correlation ID (on every span,
+        # DESIGN §6); every member's request span is linked, so each caller's trace
+        # leads to the commit its message rode in.
+        opener = batch[0].context
         links = [Link(trace.get_current_span(item.context).get_span_context()) for item in batch]
         with self._tracer.start_as_current_span(
-            "append_message batch", links=links, attributes={BATCH_SIZE: len(batch)}
+            "append_message batch",
+            context=opener,
+            links=links,
+            attributes={BATCH_SIZE: len(batch)},
         ) as span:
             try:
                 async with self._errors("append_message"), self.engine.begin() as conn:

@@ -5,7 +5,8 @@ what happened. Native-protocol callers (tests.integration.ws_gateway.stack.Nativ
 send `chat` calls with a `continuation_id`, one at a time each, so every call reads its
 conversation's history and stores its exchange. A caller moves to a new conversation
 every `calls_per_conversation` calls, so the history (and the work per call) stays the
-same size however long the run is. Every `stream_every`-th call streams.
+same size however long the run is. Every `stream_every`-th call streams; with
+`memory_every` > 1, only one call in that many has a `continuation_id`.
 
 With `connections` > `callers`, that many sockets are opened and authenticated first
 (`open_concurrency` at a time); the first `callers` of them make calls, the others stay
@@ -49,6 +50,7 @@ class Spec:
     open_concurrency: int = 50
     stream_every: int = 0  # 0: no streaming calls
     calls_per_conversation: int = 4
+    memory_every: int = 1  # 1 call in this many has a continuation_id (memory)
     status_after: bool = False
     rss_pids: dict[str, int] = field(default_factory=dict)  # read while all are open
 
@@ -72,8 +74,14 @@ class Outcome:
     idle_total: int = 0
     rss: dict[str, int] = field(default_factory=dict)
     status: dict[str, Any] = field(default_factory=dict)
-    cpu_s: float = 0.0
+    cpu_s: float = 0.0  # the whole process, imports included
     wall_s: float = 0.0
+    window_cpu_s: float = 0.0  # while the callers called
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def raise_fd_limit() -> int:
@@ -99,12 +107,15 @@ async def one_call(
     client: NativeClient, spec: Spec, caller: int, number: int, out: Outcome, window_end: float
 ) -> None:
     stream = spec.stream_every > 0 and number % spec.stream_every == spec.stream_every - 1
-    conversation = f"{spec.prefix}-c{caller}-{number // spec.calls_per_conversation}"
+    turn = number // spec.memory_every
+    conversation = f"{spec.prefix}-c{caller}-{turn // spec.calls_per_conversation}"
     arguments = {
         "prompt": f"Question {number} from caller {caller}: name three colours, briefly.",
         "model": MODEL,
-        "continuation_id": conversation,
     }
+    remember = number % spec.memory_every == 0
+    if remember:
+        arguments["continuation_id"] = conversation
     request_id = f"r{number}"
     frame: dict[str, Any] = {
         "op": "call_tool",
@@ -137,9 +148,10 @@ async def one_call(
     if now <= window_end:
         out.in_window += 1
     out.correlation_ids.append(end["correlation_id"])
-    memory = end.get("metadata", {}).get("memory", {})
-    out.memory_read[str(memory.get("read"))] += 1
-    out.memory_write[str(memory.get("write"))] += 1
+    if remember:
+        memory = end.get("metadata", {}).get("memory", {})
+        out.memory_read[str(memory.get("read"))] += 1
+        out.memory_write[str(memory.get("write"))] += 1
 
 
 async def caller_loop(
@@ -190,11 +202,12 @@ async def drive(spec: Spec) -> Outcome:
     count = max(spec.connections, spec.callers)
     clients = await open_all(spec, count, out)
     active, idle = clients[: spec.callers], clients[spec.callers :]
-    start = time.monotonic()
-    window_end = start + spec.seconds
+    cpu_before = own_cpu_s()
+    window_end = time.monotonic() + spec.seconds
     async with asyncio.TaskGroup() as group:
         for caller, client in enumerate(active):
             group.create_task(caller_loop(client, spec, caller, out, window_end))
+    out.window_cpu_s = own_cpu_s() - cpu_before
     out.window_s = spec.seconds
     out.idle_total = len(idle)
     out.idle_still_open = sum(c.ws.state is State.OPEN for c in idle)
@@ -234,8 +247,7 @@ def main(argv: list[str]) -> int:
     raise_fd_limit()
     wall = time.monotonic()
     out = asyncio.run(drive(spec))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    out.cpu_s = usage.ru_utime + usage.ru_stime
+    out.cpu_s = own_cpu_s()
     out.wall_s = time.monotonic() - wall
     out_path.write_text(json.dumps(summary(out)))
     return 0

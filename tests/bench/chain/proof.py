@@ -1,10 +1,10 @@
 """What the `on` chain exported, counted from the bench collector's files.
 
-Every span: per service, the spans in the traces file equal the spans its SDK started
-(`otel.sdk.span.started`, sampled), none dropped (`otel.sdk.processor.span.processed`
-with an `error.type`); every span of a call's trace carries its correlation ID (spans
-outside any call, start-up work and storage batches serving many calls, are listed
-apart). Every call: one `ws call_tool chat` root per call made, one
+Every span: per service, the spans in the traces file equal the spans its SDK's batch
+processor took (`otel.sdk.processor.span.processed`, every ended span), none of them
+dropped (those carry an `error.type`); every span of a call's trace carries its
+correlation ID (spans outside any call, start-up work and storage batches serving many
+calls, are listed apart). Every call: one `ws call_tool chat` root per call made, one
 correlation ID per call trace, and the correlation IDs the clients got back are all
 there. The gateway's `exai.gateway.calls` counter equals the calls made, and its
 `exai.gateway.inflight` and `exai.gateway.connections` end at exactly 0.
@@ -24,17 +24,6 @@ GATEWAY = "ws-gateway"
 SERVICES = (GATEWAY, "provider-proxy", "storage-adapter")
 CHAT_SPAN = "ws call_tool chat"
 CALL_SPANS = frozenset({CHAT_SPAN, "ws call_tool status"})
-SAMPLED = ("otel.span.sampling_result", "RECORD_AND_SAMPLE")
-
-
-def _total(values: dict[Any, float], service: str, *, having: tuple[str, str] | None = None) -> int:
-    return int(
-        sum(
-            value
-            for (name, attributes), value in values.items()
-            if name == service and (having is None or having in attributes)
-        )
-    )
 
 
 def prove(
@@ -66,13 +55,12 @@ def prove(
     roots = Counter(call_roots.values())
     call_traces = {t for t, name in call_roots.items() if name == CHAT_SPAN}
 
-    started = metric_values(directory, "otel.sdk.span.started")
     processed = metric_values(directory, "otel.sdk.processor.span.processed")
     services: dict[str, dict[str, int]] = {}
     for service in SERVICES:
         services[service] = {
             "received": per_service[service],
-            "started": _total(started, service, having=SAMPLED),
+            "processed": int(sum(v for (n, _), v in processed.items() if n == service)),
             "dropped": int(
                 sum(
                     value
@@ -120,10 +108,10 @@ def verdict(proof: dict[str, Any]) -> list[tuple[str, bool]]:
     made = proof["chat_calls_made"]
     checks = [
         (
-            f"{service}: spans received = started ({s['received']} = {s['started']}), "
+            f"{service}: spans received = processed ({s['received']} = {s['processed']}), "
             f"dropped {s['dropped']}, in call traces without correlation ID "
             f"{s['in_calls_without_correlation']}",
-            s["received"] == s["started"]
+            s["received"] == s["processed"]
             and s["dropped"] == 0
             and s["in_calls_without_correlation"] == 0,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,20 @@ def litellm_config(path: Path, model: str, api_base: str, api_key: str) -> Path:
                 "  disable_spend_logs: true",
                 "",
             ]
+        )
+    )
+    return path
+
+
+def litellm_log_config(path: Path) -> Path:
+    """No uvicorn access log line per request (the EXAI proxies write none either)."""
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "loggers": {"uvicorn.access": {"level": "WARNING"}},
+            }
         )
     )
     return path

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tests.bench.peers.hey import LoadResult, ensure_hey, run_hey
-from tests.bench.peers.litellm import ensure_litellm, litellm_config
+from tests.bench.peers.litellm import ensure_litellm, litellm_config, litellm_log_config
 from tests.bench.peers.profile import profile_during
 from tests.bench.peers.received import Received, received
 from tests.bench.processes import CORES, ROOT, ProcessGroup, pinned, process_group, python_module
@@ -105,7 +105,7 @@ def start_targets(group: ProcessGroup, work: Path) -> dict[str, Target]:
         cores=LOAD_CORE,
         ready_url=f"http://127.0.0.1:{health_port}/",
     )
-    quiet = {"EXAI_LOG_LEVEL": "WARNING", "EXAI_INTERNAL_AUTH": "on"}
+    quiet = {"EXAI_LOG_LEVEL": "WARNING"}  # the simulator only: the proxies run as shipped
     sim = group.start(
         "llm-simulator",
         python_module("llm_simulator"),
@@ -122,7 +122,6 @@ def start_targets(group: ProcessGroup, work: Path) -> dict[str, Target]:
     )
     sim_url = f"http://127.0.0.1:{sim_port}"
     proxy_env = {
-        **quiet,
         "EXAI_SIMULATOR_URL": sim_url,
         "EXAI_PROVIDER_TOKEN": proxy_token,
     }
@@ -158,6 +157,8 @@ def start_targets(group: ProcessGroup, work: Path) -> dict[str, Target]:
             str(litellm_port),
             "--num_workers",
             "1",
+            "--log_config",
+            str(litellm_log_config(work / "litellm-logging.json")),
         ],
         env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"},
         cores=PROXY_CORE,

@@ -75,6 +75,12 @@ async def test_concurrent_appends_share_commits_each_in_its_own_trace(
     assert batches
     linked = {link.context.trace_id for b in batches for link in b.links}
     assert linked <= set(servers) and len(linked) == sum(len(b.links) for b in batches)
+    # A batch's own span is in the trace of the append that opened it, so it carries a
+    # correlation ID like every other span.
+    for batch in batches:
+        assert batch.context.trace_id in {link.context.trace_id for link in batch.links}
+    without = [s.name for s in spans if not (s.attributes or {}).get("exai.correlation_id")]
+    assert without == []
 
 
 async def test_a_refused_message_in_a_batch_fails_alone(postgres_srv: PostgresServer) -> None:

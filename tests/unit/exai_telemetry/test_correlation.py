@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from opentelemetry import context
+from opentelemetry import context, trace
 
 from exai_telemetry.correlation import (
     CORRELATION_HEADER,
@@ -43,6 +43,24 @@ def test_span_started_with_explicit_parent_context_gets_its_baggage(
     with telemetry.tracer("t").start_as_current_span("x", context=with_correlation_id("abc")):
         pass
     assert captured.spans()[0].attributes["exai.correlation_id"] == "abc"
+
+
+def test_a_child_that_lost_the_baggage_takes_its_parent_spans_id(
+    captured: CapturedTelemetry,
+) -> None:
+    # As SQLAlchemy's pool connects do: the parent span is known, the baggage is not.
+    telemetry, _ = captured.build("svc")
+    tracer = telemetry.tracer("t")
+    parent = tracer.start_span("parent", context=with_correlation_id("corr-9"))
+    token = context.attach(trace.set_span_in_context(parent, context.Context()))
+    try:
+        with tracer.start_as_current_span("child"):
+            pass
+    finally:
+        context.detach(token)
+        parent.end()
+    by_name = {s.name: s for s in captured.spans()}
+    assert by_name["child"].attributes["exai.correlation_id"] == "corr-9"
 
 
 def test_headers_follow_the_current_baggage() -> None:
