@@ -34,6 +34,7 @@ from exai_telemetry.http_service import (
     add_health_routes,
     instrument_app,
 )
+from exai_telemetry.http_transport import AiohttpTransport, environment_proxy
 from exai_telemetry.internal_auth import AuthFailure, install_internal_auth
 from exai_telemetry.redaction import redact_url
 from exai_telemetry.setup import Telemetry
@@ -53,7 +54,6 @@ from provider_proxy.schemas import ChatCompletionRequest
 from provider_proxy.service import ChatService, OpenedStream
 from provider_proxy.settings import ProxySettings
 from provider_proxy.telemetry import ProxyMetrics
-from provider_proxy.transport import AiohttpTransport, environment_proxy
 from provider_proxy.types import CircuitStateName, ProviderName
 from provider_proxy.upstream import ResponseLimits, Upstream
 from provider_proxy.usage import PriceTable

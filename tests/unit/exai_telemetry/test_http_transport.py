@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from provider_proxy.transport import AiohttpTransport, environment_proxy
+from exai_telemetry.http_transport import AiohttpTransport, environment_proxy
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -119,3 +119,19 @@ def test_the_egress_proxy_comes_from_the_environment_unless_no_proxy_exempts_the
     assert proxy is not None and proxy.url == "http://egress.example:3128"
     assert environment_proxy("https://internal.example/v1") is None
     assert environment_proxy("http://api.moonshot.ai/v1") is None  # no HTTP_PROXY set
+
+
+async def test_a_body_over_a_mebibyte_arrives_whole() -> None:
+    async def echo_length(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await read_head(reader)).decode("latin-1").lower()
+        length = int(head.split("content-length:")[1].split("\r\n")[0])
+        body = await reader.readexactly(length)
+        answer = str(len(body)).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+        await writer.drain()
+
+    body = b"x" * (3 * 1024 * 1024)
+    async with serving(echo_length) as (url, _):
+        async with client(AiohttpTransport(2), url) as http:
+            response = await http.post("/", content=body)
+    assert response.text == str(len(body))

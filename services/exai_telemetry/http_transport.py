@@ -1,14 +1,17 @@
-"""The provider connection pool: httpx's API on aiohttp's connection pool.
+"""Outbound HTTP for every service: httpx's API on aiohttp's connection pool.
 
-Under load the provider-proxy spent most of its CPU in httpcore's pool: every request
-scans every pooled connection, and each check costs a `getpeername` and a `select` call
-(measured with py-spy in `make bench-peers`, docs/benchmarks.md). aiohttp keeps idle
-connections in a per-host queue instead (LiteLLM made the same move). The rest of the
-proxy keeps speaking httpx — requests, streaming responses, its exception types and the
-OpenTelemetry httpx instrumentation, which wraps this transport as it wrapped httpcore's.
+Used by the provider-proxy (to the providers) and the ws-gateway (to the provider-proxy
+and the storage-adapter). Under load the provider-proxy spent most of its CPU in
+httpcore's pool: every request scans every pooled connection, and each check costs a
+`getpeername` and a `select` call (measured with py-spy in `make bench-peers`,
+docs/benchmarks.md). aiohttp keeps idle connections in a per-host queue instead (LiteLLM
+made the same move). The callers keep speaking httpx — requests, streaming responses,
+its exception types and the OpenTelemetry httpx instrumentation, which wraps this
+transport as it wrapped httpcore's.
 
 :class:`AiohttpTransport` maps aiohttp's failures onto httpx's exceptions, the ones
-`provider_proxy.upstream.translate` knows, so the outcomes stay what they were:
+`provider_proxy.upstream.translate` and `ws_gateway.clients` know, so the outcomes stay
+what they were:
 
 - waiting longer than the `pool` timeout for a free slot → `httpx.PoolTimeout` (a full
   pool is ours, not the provider's): the slots are this transport's own semaphore, so
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +40,7 @@ from yarl import URL
 
 # httpx's keep-alive expiry, kept for parity.
 KEEPALIVE_S = 5.0
+LARGE_BODY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     request.method,
                     str(request.url),
                     headers=list(request.headers.multi_items()),
-                    data=body or None,
+                    # aiohttp sends bytes over 1 MiB in one write (and warns); a buffer
+                    # goes in chunks.
+                    data=(body if len(body) <= LARGE_BODY_BYTES else io.BytesIO(body)) or None,
                     allow_redirects=False,
                     proxy=None if self._proxy is None else self._proxy.url,
                     proxy_auth=None if self._proxy is None else self._proxy.auth,
