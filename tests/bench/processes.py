@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -149,3 +150,55 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+BENCH_COLLECTOR_CONFIG = ROOT / "tests" / "bench" / "peers" / "otelcol-bench.yaml"
+
+
+def start_bench_collector(
+    group: ProcessGroup, telemetry_dir: Path, cores: str | None = None
+) -> tuple[Process, str]:
+    """Our collector build with the benchmark config (file exporters into
+    `telemetry_dir`, emptied first); returns it and its OTLP/HTTP endpoint."""
+    from tests.support.servers import free_port
+    from tests.support.stack import load_stack_module
+
+    telemetry_dir.mkdir(parents=True, exist_ok=True)
+    for old in telemetry_dir.glob("*.jsonl"):
+        old.unlink()
+    otlp_port, health_port = free_port(), free_port()
+    collector = group.start(
+        "otelcol",
+        [load_stack_module().tool("otelcol"), f"--config={BENCH_COLLECTOR_CONFIG}"],
+        env={
+            "EXAI_BENCH_OTLP_PORT": str(otlp_port),
+            "EXAI_BENCH_HEALTH_PORT": str(health_port),
+            "EXAI_BENCH_TELEMETRY_DIR": str(telemetry_dir),
+        },
+        cores=cores,
+        ready_url=f"http://127.0.0.1:{health_port}/",
+    )
+    return collector, f"http://127.0.0.1:{otlp_port}"
+
+
+def start_simulator(group: ProcessGroup, cores: str | None = None) -> tuple[Process, str]:
+    """The llm-simulator with no latency and no token pacing, quiet, untraced; returns it
+    and its base URL."""
+    from tests.support.servers import free_port
+
+    port = free_port()
+    simulator = group.start(
+        "llm-simulator",
+        python_module("llm_simulator"),
+        env={
+            "EXAI_LOG_LEVEL": "WARNING",
+            "EXAI_LLM_SIMULATOR_PORT": str(port),
+            "SIM_LATENCY_MS": "0",
+            "SIM_TOKENS_PER_S": "0",
+            "EXAI_SIMULATOR_ADMIN_TOKEN": secrets.token_urlsafe(24),
+            "OTEL_SDK_DISABLED": "true",
+        },
+        cores=cores,
+        ready_url=f"http://127.0.0.1:{port}/health/ready",
+    )
+    return simulator, f"http://127.0.0.1:{port}"

@@ -20,9 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.bench.processes import CORES, ROOT, Process, ProcessGroup, python_module
+from tests.bench.processes import (
+    CORES,
+    Process,
+    ProcessGroup,
+    python_module,
+    start_bench_collector,
+    start_simulator,
+)
 from tests.support.servers import free_port, postgres_server, redis_server
-from tests.support.stack import load_stack_module
 
 VARIANTS = ("off", "on")
 DATABASES = {"off": "postgres", "on": "exai"}
@@ -64,44 +70,16 @@ class Stack:
 def running(group: ProcessGroup, work: Path) -> Iterator[Stack]:
     """Start everything; Redis and Postgres stop when the block ends (after `group`)."""
     telemetry_dir = work / "telemetry"
-    telemetry_dir.mkdir(parents=True, exist_ok=True)
-    for old in telemetry_dir.glob("*.jsonl"):
-        old.unlink()
     with redis_server() as redis, postgres_server() as postgres:
-        otlp_port, health_port, sim_port = free_port(), free_port(), free_port()
-        collector = group.start(
-            "otelcol",
-            [
-                load_stack_module().tool("otelcol"),
-                f"--config={ROOT / 'tests/bench/peers/otelcol-bench.yaml'}",
-            ],
-            env={
-                "EXAI_BENCH_OTLP_PORT": str(otlp_port),
-                "EXAI_BENCH_HEALTH_PORT": str(health_port),
-                "EXAI_BENCH_TELEMETRY_DIR": str(telemetry_dir),
-            },
-            ready_url=f"http://127.0.0.1:{health_port}/",
-        )
+        collector, otlp_endpoint = start_bench_collector(group, telemetry_dir)
+        simulator, sim_url = start_simulator(group)
         quiet = {"EXAI_LOG_LEVEL": "WARNING", "EXAI_INTERNAL_AUTH": "on"}
-        simulator = group.start(
-            "llm-simulator",
-            python_module("llm_simulator"),
-            env={
-                **quiet,
-                "EXAI_LLM_SIMULATOR_PORT": str(sim_port),
-                "SIM_LATENCY_MS": "0",
-                "SIM_TOKENS_PER_S": "0",
-                "EXAI_SIMULATOR_ADMIN_TOKEN": secrets.token_urlsafe(24),
-                "OTEL_SDK_DISABLED": "true",
-            },
-            ready_url=f"http://127.0.0.1:{sim_port}/health/ready",
-        )
         chains: dict[str, Chain] = {}
         for number, variant in enumerate(VARIANTS):
             telemetry = (
                 {"OTEL_SDK_DISABLED": "true"}
                 if variant == "off"
-                else {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}"}
+                else {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint}
             )
             # postgres_server() creates `exai`; `postgres` always exists.
             database = DATABASES[variant]
@@ -116,7 +94,7 @@ def running(group: ProcessGroup, work: Path) -> Iterator[Stack]:
                     **quiet,
                     **telemetry,
                     **PROXY_LIMITS,
-                    "EXAI_SIMULATOR_URL": f"http://127.0.0.1:{sim_port}",
+                    "EXAI_SIMULATOR_URL": sim_url,
                     "EXAI_PROVIDER_TOKEN": provider_token,
                     "EXAI_PROVIDER_PROXY_PORT": str(ports["proxy"]),
                 },

@@ -32,9 +32,17 @@ from tests.bench.peers.hey import LoadResult, ensure_hey, run_hey
 from tests.bench.peers.litellm import ensure_litellm, litellm_config, litellm_log_config
 from tests.bench.peers.profile import profile_during
 from tests.bench.peers.received import Received, received
-from tests.bench.processes import CORES, ROOT, ProcessGroup, pinned, process_group, python_module
+from tests.bench.processes import (
+    CORES,
+    ROOT,
+    ProcessGroup,
+    pinned,
+    process_group,
+    python_module,
+    start_bench_collector,
+    start_simulator,
+)
 from tests.support.servers import free_port
-from tests.support.stack import load_stack_module
 
 MODEL = "kimi-k2-0905-preview"
 PROVIDER_KEY = "sk-bench-not-a-real-key"
@@ -83,44 +91,10 @@ def cpu_snapshot(group: ProcessGroup) -> dict[str, float]:
 
 
 def start_targets(group: ProcessGroup, work: Path) -> dict[str, Target]:
-    sim_port, off_port, on_port, litellm_port = (free_port() for _ in range(4))
-    otlp_port, health_port = free_port(), free_port()
+    off_port, on_port, litellm_port = (free_port() for _ in range(3))
     proxy_token = secrets.token_urlsafe(24)
-    telemetry_dir = work / "telemetry"
-    telemetry_dir.mkdir(parents=True, exist_ok=True)
-    for old in telemetry_dir.glob("*.jsonl"):
-        old.unlink()
-
-    group.start(
-        "otelcol",
-        [
-            load_stack_module().tool("otelcol"),
-            f"--config={ROOT / 'tests/bench/peers/otelcol-bench.yaml'}",
-        ],
-        env={
-            "EXAI_BENCH_OTLP_PORT": str(otlp_port),
-            "EXAI_BENCH_HEALTH_PORT": str(health_port),
-            "EXAI_BENCH_TELEMETRY_DIR": str(telemetry_dir),
-        },
-        cores=LOAD_CORE,
-        ready_url=f"http://127.0.0.1:{health_port}/",
-    )
-    quiet = {"EXAI_LOG_LEVEL": "WARNING"}  # the simulator only: the proxies run as shipped
-    sim = group.start(
-        "llm-simulator",
-        python_module("llm_simulator"),
-        env={
-            **quiet,
-            "EXAI_LLM_SIMULATOR_PORT": str(sim_port),
-            "SIM_LATENCY_MS": "0",
-            "SIM_TOKENS_PER_S": "0",
-            "EXAI_SIMULATOR_ADMIN_TOKEN": secrets.token_urlsafe(24),
-            "OTEL_SDK_DISABLED": "true",
-        },
-        cores=LOAD_CORE,
-        ready_url=f"http://127.0.0.1:{sim_port}/health/ready",
-    )
-    sim_url = f"http://127.0.0.1:{sim_port}"
+    _, otlp_endpoint = start_bench_collector(group, work / "telemetry", LOAD_CORE)
+    sim, sim_url = start_simulator(group, LOAD_CORE)
     proxy_env = {
         "EXAI_SIMULATOR_URL": sim_url,
         "EXAI_PROVIDER_TOKEN": proxy_token,
@@ -138,7 +112,7 @@ def start_targets(group: ProcessGroup, work: Path) -> dict[str, Target]:
         env={
             **proxy_env,
             "EXAI_PROVIDER_PROXY_PORT": str(on_port),
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
             "OTEL_SERVICE_NAME": "provider-proxy-bench-on",
         },
         cores=PROXY_CORE,
