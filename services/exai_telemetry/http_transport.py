@@ -29,9 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import httpx
@@ -87,7 +86,7 @@ class _ResponseStream(httpx.AsyncByteStream):
     """The body of one aiohttp response; closing it frees the connection and the slot."""
 
     def __init__(
-        self, response: aiohttp.ClientResponse, request: httpx.Request, release: Any
+        self, response: aiohttp.ClientResponse, request: httpx.Request, release: Callable[[], None]
     ) -> None:
         self._response = response
         self._request = request
