@@ -9,7 +9,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 TOOLS := deploy/local-stack/build-tools.sh
 
-.PHONY: help install tools run test test-unit test-integration test-e2e fuzz lint typecheck bench bench-peers bench-chain dashboards clean
+.PHONY: help install tools run test test-unit test-integration test-e2e test-compose compose-images fuzz lint typecheck bench bench-peers bench-chain dashboards clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,17 +29,29 @@ tools: ## build otelcol, Prometheus, Alertmanager, Jaeger, docker compose plugin
 run: install tools ## run the whole system locally (no Docker): services + collector + Prometheus + Alertmanager + Jaeger
 	@$(PY) deploy/local-stack/stack.py run
 
-test: install tools lint typecheck ## lint + mypy --strict, then every test: unit, integration (real Redis/Postgres), e2e (real stack)
+.PHONY: deps
+deps: ## check for Redis, Postgres and Go (the test targets run this first); installs Redis/Postgres with apt-get when root or passwordless sudo, else names the command
+	@bash deploy/local-stack/ensure-deps.sh $(DEPS_NEEDED)
+
+test: deps install tools lint typecheck ## lint + mypy --strict, then every test: unit, integration (real Redis/Postgres), e2e (real stack)
 	@$(PY) -m pytest -q
 
 test-unit: install ## unit tests only
 	@$(PY) -m pytest -q tests/unit
 
-test-integration: install ## integration tests (real Redis and Postgres on loopback)
+test-integration: DEPS_NEEDED := redis postgres
+test-integration: deps install ## integration tests (real Redis and Postgres on loopback)
 	@$(PY) -m pytest -q tests/integration
 
-test-e2e: install tools ## end-to-end tests against the running no-Docker stack
+test-e2e: deps install tools ## end-to-end tests against the running no-Docker stack
 	@$(PY) -m pytest -q tests/e2e
+
+compose-images: tools ## build every compose image here, no registry needed (Debian base from debootstrap, the Go-built tools); starts a Docker engine if none answers
+	@bash deploy/docker/engine.sh start >/dev/null
+	@bash deploy/docker/images.sh build
+
+test-compose: deps install tools ## docker compose up for real (engine, images, --wait), the end-to-end checks against it, restarts, then down -v
+	@$(PY) -m pytest -q tests/compose
 
 fuzz: install ## nightly-size fuzzing: 100,000 generated frames per WebSocket protocol, 20,000 requests per HTTP API (make test runs a tenth)
 	@EXAI_FUZZ_FRAMES=$${EXAI_FUZZ_FRAMES:-100000} $(PY) -m pytest -q tests/integration/fuzz

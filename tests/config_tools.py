@@ -37,6 +37,7 @@ TOOL_OF_BINARY = {
     "amtool": "alertmanager",
     "jaeger": "jaeger",
     "docker-compose": "compose",
+    "docker-buildx": "buildx",
 }
 
 # What the no-Docker stack sets for the collector (everything else keeps the compose

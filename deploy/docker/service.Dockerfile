@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image recipe for the four EXAI services (they share one Python package, built from
 # the repo's pyproject.toml); docker-compose.yml builds it once per service with
 #   SERVICE  the module run by `python -m` (ws_gateway, provider_proxy, storage_adapter,
@@ -10,6 +9,12 @@
 #   docker build -f deploy/docker/service.Dockerfile --build-arg SERVICE=ws_gateway \
 #     --build-arg PORT=8079 .)
 # deploy/docker/service.Dockerfile.dockerignore keeps the context small.
+#
+# No `# syntax=` line: it would make BuildKit pull a frontend image, and the built-in
+# Dockerfile frontend has everything used here. PYTHON_IMAGE picks the base (compose passes
+# EXAI_PYTHON_IMAGE; deploy/docker/images.sh a Debian base made without a registry). Where
+# TLS to PyPI is intercepted, pass the CA bundle as a build secret, which is mounted for
+# the one pip step and is in no layer:  --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
@@ -23,7 +28,9 @@ WORKDIR /src
 # Dependencies first: they change less often than the code.
 COPY pyproject.toml ./
 COPY services/ ./services/
-RUN /opt/exai/bin/pip install --no-compile . \
+RUN --mount=type=secret,id=pip-ca,required=false \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && /opt/exai/bin/pip install --no-compile . \
     && /opt/exai/bin/python -m compileall -q /opt/exai/lib
 
 # ---------------------------------------------------------------------------- runtime

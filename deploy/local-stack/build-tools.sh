@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the telemetry tools of the no-Docker stack (and the Docker Compose CLI plugin that the
-# tests use) from Go modules, at the versions pinned in deploy/local-stack/tools/versions.env,
-# into a cache OUTSIDE the repo so that every clone on the machine reuses them:
+# tests use, and the Docker Buildx CLI plugin) from Go modules, at the versions pinned in
+# deploy/local-stack/tools/versions.env, into a cache OUTSIDE the repo so that every clone on
+# the machine reuses them:
 #
 #   ${EXAI_TOOLS_DIR:-$HOME/.cache/exai/tools}/<tool>-<version>/<binaries>
 #
@@ -11,6 +12,8 @@
 #   jaeger-2.13.0/jaeger               Jaeger v2 (module v1.76.0)
 #   compose-5.6.0/docker-compose       Docker Compose CLI plugin (for `docker compose config`
 #                                      in the tests; needs no Docker engine)
+#   buildx-0.39.1/docker-buildx        Docker Buildx CLI plugin (BuildKit for the Docker client:
+#                                      `docker buildx build --secret …` against a 20.10 engine)
 #
 # Usage:
 #   build-tools.sh [build] [TOOL...]   build what is missing (default: all), several tools at a
@@ -18,9 +21,10 @@
 #                                      (stderr); then a summary table with each tool's time;
 #                                      writes ${EXAI_TOOLS_DIR}/env.sh
 #   build-tools.sh path BINARY         print the absolute path of BINARY (otelcol, prometheus,
-#                                      promtool, alertmanager, amtool, jaeger, docker-compose —
-#                                      `compose` is accepted for it), building it first if
-#                                      missing; progress goes to stderr, only the path to stdout
+#                                      promtool, alertmanager, amtool, jaeger, docker-compose,
+#                                      docker-buildx — `compose` and `buildx` are accepted for
+#                                      them), building it first if missing; progress goes to
+#                                      stderr, only the path to stdout
 #   build-tools.sh env                 print shell assignments (EXAI_OTELCOL_BIN=… etc.), building
 #                                      what is missing
 #   build-tools.sh list                print TOOL VERSION STATUS DIR for each tool; builds nothing
@@ -28,7 +32,7 @@
 #                                      each tool and in total; builds nothing
 #   build-tools.sh clean-gocache       remove the Go build cache kept under the tools dir
 #
-# A tool counts as present when its binaries exist, each runs `--version`, and the stamp file
+# A tool counts as present when its binaries exist, each prints its version, and the stamp file
 # written after the build matches the current inputs (version, go.mod/go.sum, sources, and the
 # recipe: tags, flags, cgo); otherwise it is rebuilt. Each tool builds into a temporary
 # directory and is moved into place whole, under a per-tool lock, so concurrent callers never
@@ -44,7 +48,7 @@
 #   EXAI_TOOLS_FETCH_JOBS  module downloads in flight at once before each build (default 16)
 #   EXAI_TOOLS_PROGRESS    seconds between progress lines (default 15)
 #   GOTOOLCHAIN            defaults to "local": the machine's Go (>= 1.26.7 needed; compose
-#                          v5.6.0 needs >= 1.26.8) is used as is
+#                          v5.6.0 and buildx v0.39.1 need >= 1.26.8) is used as is
 #   GOMODCACHE, GOPROXY    honoured as usual (the module proxy is the only network access needed)
 set -euo pipefail
 
@@ -53,7 +57,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/tools/versions.env"
 
 TOOLS_DIR="${EXAI_TOOLS_DIR:-${HOME:-/root}/.cache/exai/tools}"
-ALL_TOOLS=(otelcol prometheus alertmanager jaeger compose)
+ALL_TOOLS=(otelcol prometheus alertmanager jaeger compose buildx)
 JOBS="${EXAI_TOOLS_JOBS:-2}"
 FETCH_JOBS="${EXAI_TOOLS_FETCH_JOBS:-16}"
 PROGRESS_EVERY="${EXAI_TOOLS_PROGRESS:-15}"
@@ -73,6 +77,7 @@ tool_version() {
     alertmanager) echo "$ALERTMANAGER_VERSION" ;;
     jaeger) echo "$JAEGER_VERSION" ;;
     compose) echo "$COMPOSE_VERSION" ;;
+    buildx) echo "$BUILDX_VERSION" ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -83,6 +88,7 @@ tool_binaries() {
     alertmanager) echo alertmanager amtool ;;
     jaeger) echo jaeger ;;
     compose) echo docker-compose ;;
+    buildx) echo docker-buildx ;;
   esac
 }
 binary_tool() {
@@ -92,7 +98,14 @@ binary_tool() {
     alertmanager | amtool) echo alertmanager ;;
     jaeger) echo jaeger ;;
     docker-compose | compose) echo compose ;;
-    *) die "unknown binary '$1' (known: otelcol prometheus promtool alertmanager amtool jaeger docker-compose)" ;;
+    docker-buildx | buildx) echo buildx ;;
+    *) die "unknown binary '$1' (known: otelcol prometheus promtool alertmanager amtool jaeger docker-compose docker-buildx)" ;;
+  esac
+}
+version_arg() { # BINARY: the argument that makes it print its version and exit
+  case "$1" in
+    docker-buildx) echo version ;; # a `version` command, no --version flag
+    *) echo --version ;;
   esac
 }
 tool_src() { # the Go module that is built
@@ -142,6 +155,7 @@ ALERTMANAGER_TAGS="netgo"
 OTELCOL_TAGS=""
 JAEGER_TAGS=""
 COMPOSE_TAGS=""
+BUILDX_TAGS=""
 
 tool_tags() {
   case "$1" in
@@ -150,6 +164,7 @@ tool_tags() {
     alertmanager) echo "$ALERTMANAGER_TAGS" ;;
     jaeger) echo "$JAEGER_TAGS" ;;
     compose) echo "$COMPOSE_TAGS" ;;
+    buildx) echo "$BUILDX_TAGS" ;;
   esac
 }
 tool_packages() { # the main packages built, relative to the tool's module
@@ -159,6 +174,7 @@ tool_packages() { # the main packages built, relative to the tool's module
     alertmanager) echo github.com/prometheus/alertmanager/cmd/alertmanager github.com/prometheus/alertmanager/cmd/amtool ;;
     jaeger) echo github.com/jaegertracing/jaeger/cmd/jaeger ;;
     compose) echo github.com/docker/compose/v5/cmd ;;
+    buildx) echo github.com/docker/buildx/cmd/buildx ;;
   esac
 }
 recipe() {
@@ -170,6 +186,7 @@ recipe() {
     alertmanager) x="-X prometheus/common/version.* ui=placeholder.gz" ;;
     jaeger) x="-X jaeger/internal/version.*" ;;
     compose) x="-X compose/internal.Version" ;;
+    buildx) x="-X buildx/version.*" ;;
   esac
   echo "${GO_BUILD_FLAGS[*]}${tags:+ -tags=$tags} -ldflags=$STRIP_LDFLAGS${x:+ $x}"
 }
@@ -184,7 +201,7 @@ inputs_hash() {
   } | sha256sum | cut -c1-16
 }
 
-# present TOOL: 0 if every binary exists, runs --version, and the stamp matches the inputs.
+# present TOOL: 0 if every binary exists, prints its version, and the stamp matches the inputs.
 present() {
   local tool="$1" dir bin
   dir="$(tool_dir "$tool")"
@@ -192,7 +209,7 @@ present() {
   [[ "$(cat "$dir/.stamp")" == "$(inputs_hash "$tool")" ]] || return 1
   for bin in $(tool_binaries "$tool"); do
     [[ -x "$dir/$bin" ]] || return 1
-    timeout 30 "$dir/$bin" --version >/dev/null 2>&1 || return 1
+    timeout 30 "$dir/$bin" "$(version_arg "$bin")" >/dev/null 2>&1 || return 1
   done
 }
 
@@ -328,6 +345,19 @@ build_compose() {
     "$out/docker-compose" github.com/docker/compose/v5/cmd
 }
 
+build_buildx() {
+  local src="$1" out="$2" v="github.com/docker/buildx/version"
+  check_pin "$src" github.com/docker/buildx "v$BUILDX_VERSION"
+  prefetch buildx
+  # As upstream's Dockerfile builds it (CGO off, -trimpath, -s -w, version.Version/.Revision/
+  # .Package set; Revision is upstream's commit, which the module proxy does not give, so the
+  # module version). Works standalone (docker-buildx version) and as a Docker CLI plugin
+  # (<DOCKER_CONFIG>/cli-plugins/docker-buildx → `docker buildx …`, and `docker build` uses it).
+  go_build "$src" "$BUILDX_TAGS" \
+    "$STRIP_LDFLAGS -X $v.Version=v$BUILDX_VERSION -X $v.Revision=v$BUILDX_VERSION -X $v.Package=github.com/docker/buildx" \
+    "$out/docker-buildx" github.com/docker/buildx/cmd/buildx
+}
+
 # ---------------------------------------------------------------------------- one tool
 with_tool_lock() { # TOOL CMD...: run CMD holding TOOL's lock (one build of a tool at a time)
   local tool="$1"
@@ -379,7 +409,8 @@ build_locked() {
   fi
   for bin in $(tool_binaries "$tool"); do
     [[ -x "$tmp/$bin" ]] || { rm -rf "$tmp"; die "the build made no $bin"; }
-    timeout 30 "$tmp/$bin" --version >/dev/null 2>&1 || { rm -rf "$tmp"; die "$bin --version failed after the build"; }
+    timeout 30 "$tmp/$bin" "$(version_arg "$bin")" >/dev/null 2>&1 ||
+      { rm -rf "$tmp"; die "$bin $(version_arg "$bin") failed after the build"; }
   done
   inputs_hash "$tool" >"$tmp/.stamp"
   rm -rf "$dir.old"
@@ -597,7 +628,10 @@ cmd_path() {
   [[ $# -eq 1 ]] || die "usage: $0 path BINARY"
   local tool bin="$1"
   tool="$(binary_tool "$bin")"
-  [[ "$bin" == compose ]] && bin=docker-compose
+  case "$bin" in
+    compose) bin=docker-compose ;;
+    buildx) bin=docker-buildx ;;
+  esac
   build_tools "$tool" || die "cannot provide $bin"
   write_env
   echo "$(tool_dir "$tool")/$bin"
@@ -644,6 +678,6 @@ case "${1:-build}" in
   plan) shift; cmd_plan "$@" ;;
   clean-gocache) rm -rf "${EXAI_TOOLS_GOCACHE:-$TOOLS_DIR/.go-build}"; log "removed Go build cache" ;;
   -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
-  otelcol | prometheus | alertmanager | jaeger | compose) cmd_build "$@" ;;
+  otelcol | prometheus | alertmanager | jaeger | compose | buildx) cmd_build "$@" ;;
   *) die "unknown command '$1' (try: $0 --help)" ;;
 esac

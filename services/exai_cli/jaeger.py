@@ -134,7 +134,10 @@ class JaegerStore:
 
     def services(self) -> list[str]:
         payload = get_json(self._http, "/api/services", None, source=self.label)
-        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(payload, dict) or "data" not in payload:
+            raise BadResponse(f"{self.label}: /api/services has no service list")
+        # A Jaeger that has stored nothing yet answers `"data": null`: no services.
+        data = payload["data"] if payload["data"] is not None else []
         if not isinstance(data, list):
             raise BadResponse(f"{self.label}: /api/services has no service list")
         return sorted(str(s) for s in data)

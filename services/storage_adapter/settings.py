@@ -93,6 +93,12 @@ class StorageSettings(ServiceSettings):
     def _token_required(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         return internal_auth.resolve_token(cls, value, info)
 
+    @field_validator("database_url", "supabase_url", "supabase_key", "redis_url", mode="before")
+    @classmethod
+    def _blank_store_setting_is_unset(cls, value: Any) -> Any:
+        # docker-compose.yml passes every optional store setting (`${SUPABASE_URL:-}`).
+        return internal_auth.blank_is_unset(value)
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: SecretStr | None) -> SecretStr | None:

@@ -73,8 +73,8 @@ class GatewaySession:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, token: str) -> Any:
-        async with connect(GATEWAY, max_size=8 * 1024 * 1024) as ws:
+    async def open(cls, token: str, url: str = GATEWAY) -> Any:
+        async with connect(url, max_size=8 * 1024 * 1024) as ws:
             await ws.send(json.dumps({"op": "hello", "token": token}))
             ack = json.loads(await ws.recv())
             assert ack["op"] == "hello_ack" and ack["ok"], ack
@@ -105,8 +105,8 @@ class GatewaySession:
 
 
 class Jaeger:
-    def __init__(self) -> None:
-        self.http = httpx.Client(base_url=JAEGER, timeout=10)
+    def __init__(self, url: str = JAEGER) -> None:
+        self.http = httpx.Client(base_url=url, timeout=10)
 
     def traces_by_correlation_id(
         self, correlation_id: str, service: str = "ws-gateway"
@@ -160,8 +160,8 @@ def parent_of(span: dict[str, Any]) -> str | None:
 
 
 class Prometheus:
-    def __init__(self) -> None:
-        self.http = httpx.Client(base_url=PROMETHEUS, timeout=10)
+    def __init__(self, url: str = PROMETHEUS) -> None:
+        self.http = httpx.Client(base_url=url, timeout=10)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         response = self.http.get("/api/v1/query", params={"query": promql})
@@ -188,9 +188,9 @@ class Prometheus:
 class Simulator:
     """The simulator's admin API, with its token (EXAI_SIMULATOR_ADMIN_TOKEN)."""
 
-    def __init__(self, admin_token: str) -> None:
+    def __init__(self, admin_token: str, url: str = SIMULATOR) -> None:
         self.http = httpx.Client(
-            base_url=SIMULATOR, headers={"Authorization": f"Bearer {admin_token}"}, timeout=10
+            base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=10
         )
 
     def set_fault(self, mode: str, rate: float = 1.0, provider: str | None = None) -> None:

@@ -187,7 +187,10 @@ class Compose:
         self._files = 0
 
     def run(
-        self, *args: str, env_file: Mapping[str, str] | None = None
+        self,
+        *args: str,
+        env_file: Mapping[str, str] | None = None,
+        layers: tuple[Path, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
         self._files += 1
         dotenv = self.base / f"env-{self._files}"
@@ -195,7 +198,15 @@ class Compose:
             "".join(f"{key}={value}\n" for key, value in (env_file or {}).items()), encoding="utf-8"
         )
         return subprocess.run(
-            [*self.argv, "-f", str(COMPOSE_FILE), "--env-file", str(dotenv), *args],
+            [
+                *self.argv,
+                "-f",
+                str(COMPOSE_FILE),
+                *(arg for layer in layers for arg in ("-f", str(layer))),
+                "--env-file",
+                str(dotenv),
+                *args,
+            ],
             cwd=REPO_ROOT,
             env=self.env,
             capture_output=True,
@@ -256,6 +267,44 @@ def test_docker_compose_config_publishes_only_grafana_and_the_gateway_on_loopbac
         assert service.get("network_mode") in (None, "service:alertmanager", "none"), name
 
 
+def test_the_compose_test_layers_change_only_what_they_say(compose: Compose) -> None:
+    """tests/compose runs the shipped file under two layers: published test ports and the
+    e2e alert timings (test-stack.yml), and Jaeger + a log sink in place of Tempo and
+    Loki, without Grafana (no-agpl.yml), on the images deploy/docker/images.sh builds."""
+    images = subprocess.run(
+        ["bash", str(REPO_ROOT / "deploy/docker/images.sh"), "env"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    image_env = dict(
+        line.split("=", 1) for line in images.splitlines() if line and not line.startswith("#")
+    )
+    env = {**SAMPLE_ENV, **image_env, "EXAI_COMPOSE_LOG_DIR": "/tmp/exai-compose-logs"}
+    layers = (REPO_ROOT / "tests/compose/test-stack.yml", REPO_ROOT / "tests/compose/no-agpl.yml")
+    result = compose.run("config", "--format", "json", env_file=env, layers=layers)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert set(services) == EXPECTED_SERVICES - {"grafana"}
+    assert services["tempo"]["image"] == image_env["EXAI_JAEGER_IMAGE"]
+    assert services["loki"]["image"] == image_env["EXAI_COLLECTOR_IMAGE"]
+    for name, service in services.items():
+        if "build" not in service:
+            assert service["image"] in image_env.values(), (name, service["image"])
+        for port in service.get("ports", []):
+            # Loopback, on a port the engine picks: never clashes with `make run`.
+            assert (port.get("host_ip"), port.get("published", "")) == ("127.0.0.1", ""), name
+    rules = {v["target"]: v["source"] for v in services["prometheus"]["volumes"]}
+    assert rules["/etc/prometheus/deploy/prometheus/rules"].endswith("deploy/prometheus/rules/e2e")
+    # The collector, its config and every other service are the shipped ones.
+    shipped = json.loads(
+        compose.run("config", "--format", "json", env_file={**SAMPLE_ENV, **image_env}).stdout
+    )["services"]
+    assert services["otel-collector"]["volumes"] == shipped["otel-collector"]["volumes"]
+    assert services["otel-collector"]["command"] == shipped["otel-collector"]["command"]
+
+
 def test_docker_compose_config_pins_every_image(rendered: dict[str, Any]) -> None:
     pinned = versions()
     for name, service in rendered["services"].items():
@@ -277,7 +326,11 @@ def test_docker_compose_config_builds_our_services_from_the_repo(rendered: dict[
         build = rendered["services"][name]["build"]
         assert Path(build["context"]) == REPO_ROOT, name
         assert (Path(build["context"]) / build["dockerfile"]) == DOCKERFILE, name
-        assert build["args"] == {"SERVICE": module, "PORT": str(DESIGN_PORTS[name])}, name
+        assert build["args"] == {
+            "SERVICE": module,
+            "PORT": str(DESIGN_PORTS[name]),
+            "PYTHON_IMAGE": UPSTREAM_PYTHON_IMAGE,
+        }, name
 
 
 def test_docker_compose_config_interpolates_the_secrets(rendered: dict[str, Any]) -> None:
@@ -591,20 +644,56 @@ def test_readme_ports_table_lists_the_same_ports() -> None:
 # ------------------------------------------------------------------ images and secrets
 
 
+# A site without a registry (air-gapped, or this project's CI: deploy/docker/images.sh)
+# points each pulled image elsewhere; by default the file names the upstream image.
+IMAGE_VARIABLE = re.compile(r"\$\{(EXAI_[A-Z]+_IMAGE):-([^}]+)\}")
+UPSTREAM_PYTHON_IMAGE = "python:3.11.13-slim-bookworm"
+
+
+def _default_images() -> dict[str, str]:
+    return {name: interpolate_text(service["image"], {}) for name, service in SERVICES.items()}
+
+
 def test_images_are_pinned() -> None:
-    for name, service in SERVICES.items():
-        image = service["image"]
+    for name, image in _default_images().items():
         repository, _, tag = image.rpartition(":")
         assert repository and tag and tag != "latest", f"{name}: {image}"
-        if "build" not in service:
+        if "build" not in SERVICES[name]:
             assert re.search(r"\d+\.\d+", tag), f"{name}: {image} is not a version tag"
+
+
+def test_every_pulled_image_is_an_overridable_variable_defaulting_to_upstream() -> None:
+    variables: dict[str, str] = {}
+    for name, service in SERVICES.items():
+        if "build" in service:
+            assert service["image"] == f"exai/{name}:local", name
+            assert service["build"]["args"]["PYTHON_IMAGE"] == (
+                f"${{EXAI_PYTHON_IMAGE:-{UPSTREAM_PYTHON_IMAGE}}}"
+            ), name
+            continue
+        match = IMAGE_VARIABLE.fullmatch(service["image"])
+        assert match, f"{name}: image {service['image']!r} is not ${{EXAI_…_IMAGE:-upstream}}"
+        variable, default = match.groups()
+        # One variable per upstream image, never two defaults for one variable.
+        assert variables.setdefault(variable, default) == default, variable
+    assert variables["EXAI_PYTHON_IMAGE"] == UPSTREAM_PYTHON_IMAGE
+    # images.sh prints an assignment for each image it can build here; Grafana, Tempo and
+    # Loki (AGPL) are the ones it cannot.
+    script = (REPO_ROOT / "deploy/docker/images.sh").read_text(encoding="utf-8")
+    printed = set(re.findall(r"(?m)^(EXAI_[A-Z]+_IMAGE)=", script))
+    assert set(variables) - printed == {
+        "EXAI_GRAFANA_IMAGE",
+        "EXAI_TEMPO_IMAGE",
+        "EXAI_LOKI_IMAGE",
+    }
 
 
 def test_telemetry_images_match_the_no_docker_builds() -> None:
     pinned = versions()
-    assert SERVICES["otel-collector"]["image"] == pinned["OTELCOL_IMAGE"]
-    assert SERVICES["prometheus"]["image"] == pinned["PROMETHEUS_IMAGE"]
-    assert SERVICES["alertmanager"]["image"] == pinned["ALERTMANAGER_IMAGE"]
+    images = _default_images()
+    assert images["otel-collector"] == pinned["OTELCOL_IMAGE"]
+    assert images["prometheus"] == pinned["PROMETHEUS_IMAGE"]
+    assert images["alertmanager"] == pinned["ALERTMANAGER_IMAGE"]
 
 
 def _environments() -> list[tuple[str, str, str]]:
@@ -683,6 +772,14 @@ def test_dockerfile_is_multi_stage_pinned_non_root_with_healthcheck() -> None:
     )
     image = base.split("=", 1)[1]
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", image), image
+    assert image == UPSTREAM_PYTHON_IMAGE
+    # A `# syntax=` line would make BuildKit pull a frontend image (impossible without a
+    # registry); the pip step takes an intercepting proxy's CA only as an optional secret.
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert not re.search(r"(?im)^#\s*syntax=", text)
+    pip_step = next(rest for keyword, rest in instructions if "pip install" in rest)
+    assert "--mount=type=secret,id=pip-ca,required=false" in pip_step
+    assert not re.search(r"(?im)^(COPY|ADD)\b.*\.(crt|pem)\b", text)
     users = [rest for keyword, rest in instructions if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     healthcheck = next(rest for keyword, rest in instructions if keyword == "HEALTHCHECK")

@@ -66,6 +66,11 @@ def test_benchmark_collector_config_is_valid() -> None:
     assert_ok(run_tool("otelcol", "validate", "--config", BENCH_COLLECTOR_CONFIG, env=env))
 
 
+def test_compose_test_log_sink_config_is_valid() -> None:
+    # Loki's stand-in in the compose test (tests/compose/no-agpl.yml).
+    assert_ok(run_tool("otelcol", "validate", "--config", "tests/compose/log-sink.yaml"))
+
+
 def test_collector_rejects_a_broken_config(tmp_path: Path) -> None:
     # Guards the test above: `validate` really parses (here: an OTTL statement).
     text = (REPO_ROOT / "otel-collector.yaml").read_text(encoding="utf-8")
@@ -268,7 +273,7 @@ case "$1 ${2:-}" in
 esac
 """
 
-ALL_TOOLS = ["otelcol", "prometheus", "alertmanager", "jaeger", "compose"]
+ALL_TOOLS = ["otelcol", "prometheus", "alertmanager", "jaeger", "compose", "buildx"]
 
 
 class Script:
@@ -355,7 +360,8 @@ def test_build_script_builds_in_parallel_with_progress_eta_and_summary(script: S
     assert re.search(
         r"building prometheus 3\.16\.0 \(typically ~\d+ s cold\) … \d+ s elapsed", result.stderr
     ), result.stderr
-    assert re.search(r"\d/5 done, \d building, \d queued: about .+ left", result.stderr)
+    n = len(ALL_TOOLS)
+    assert re.search(rf"\d/{n} done, \d building, \d queued: about .+ left", result.stderr)
     # The summary: every tool built, with its wall and CPU time, and its binaries.
     for name in ALL_TOOLS:
         assert re.search(rf"\[tools\]\s+{name}\s+\S+\s+built\s+\d+ s\s+\d+ s\s+/", result.stdout), (
@@ -363,14 +369,14 @@ def test_build_script_builds_in_parallel_with_progress_eta_and_summary(script: S
         )
     assert set(script.status().values()) == {"present"}
     assert script.max_parallel() == 2  # EXAI_TOOLS_JOBS defaults to 2
-    assert len(script.builds()) == 5  # one go build per tool (prometheus+promtool together)
+    assert len(script.builds()) == n  # one go build per tool (prometheus+promtool together)
     env_file = (script.cache / "env.sh").read_text(encoding="utf-8")
     assert f"EXAI_PROMTOOL_BIN='{script.cache}/prometheus-3.16.0/promtool'" in env_file
     assert not list(script.cache.glob(".run-*"))
 
     again = script.run("build")
     assert again.returncode == 0, again.stderr
-    assert len(script.builds()) == 5  # nothing rebuilt
+    assert len(script.builds()) == n  # nothing rebuilt
     assert all(re.search(rf"{name}\s+\S+\s+cached", again.stdout) for name in ALL_TOOLS)
 
 
@@ -384,6 +390,7 @@ def test_build_script_can_build_one_tool_at_a_time(script: Script) -> None:
         "alertmanager": "missing",
         "jaeger": "present",
         "compose": "missing",
+        "buildx": "missing",
     }
 
 
@@ -410,6 +417,7 @@ def test_a_changed_recipe_or_module_rebuilds_only_that_tool(script: Script) -> N
         "alertmanager": "present",
         "jaeger": "missing",
         "compose": "present",
+        "buildx": "present",
     }
     # The ETA of a rebuild is what the last build of that tool took on this machine.
     plan = script.run("plan")
@@ -417,7 +425,7 @@ def test_a_changed_recipe_or_module_rebuilds_only_that_tool(script: Script) -> N
     assert re.search(r"otelcol\s+0\.161\.0\s+present", plan.stdout)
 
     assert script.run("build").returncode == 0
-    rebuilt = script.builds()[5:]
+    rebuilt = script.builds()[len(ALL_TOOLS) :]
     assert len(rebuilt) == 2
     assert any("enable_dns_sd" in line for line in rebuilt)
     assert set(script.status().values()) == {"present"}
@@ -452,7 +460,7 @@ def test_concurrent_callers_build_each_tool_once(script: Script) -> None:
     assert first.returncode == 0 and second.returncode == 0
     assert second_out.strip() == f"{script.cache}/otelcol-0.161.0/otelcol"
     built = [line.split()[3] for line in script.builds()]  # the first package
-    assert len(built) == len(set(built)) == 5, built
+    assert len(built) == len(set(built)) == len(ALL_TOOLS), built
 
 
 def test_an_interrupted_build_stops_its_go_processes_and_leaves_no_half_tool(

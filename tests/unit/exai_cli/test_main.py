@@ -211,6 +211,24 @@ def test_nothing_found_is_exit_1_with_one_line(capsys: pytest.CaptureFixture[str
     assert "(last 1h)" in err and "--wait" in err
 
 
+def test_an_empty_jaeger_is_nothing_found_not_an_unreachable_store(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Jaeger v2 with nothing stored yet (a stack that just started) answers "data": null.
+    routes: dict[str, Route] = {
+        "/api/services": lambda q: (200, {"data": None, "total": 0}),
+        "/api/traces": lambda q: (200, {"data": None}),
+    }
+    with serve(routes) as jaeger:
+        code, out, err = _run(
+            capsys, "early", "--jaeger-url", jaeger.url, "--log-file", str(FIXTURES / "logs.jsonl")
+        )
+    assert code == 1, err
+    assert err.startswith(
+        f"exai: no trace carries exai.correlation_id='early' in Jaeger at {jaeger.url}"
+    )
+
+
 def test_log_lines_alone_are_shown_when_the_trace_was_not_kept(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

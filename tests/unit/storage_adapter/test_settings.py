@@ -106,3 +106,16 @@ def test_body_limit_covers_the_largest_valid_message() -> None:
     s = settings(EXAI_MAX_CONTENT_CHARS=1000, EXAI_MAX_METADATA_BYTES=100)
     # Every character escaped as \uXXXX plus metadata still fits.
     assert s.max_body_bytes > 1000 * 6 + 100
+
+
+def test_blank_store_settings_count_as_unset() -> None:
+    # What compose passes for the optional ones a user left out of .env: `${SUPABASE_URL:-}`.
+    s = settings(
+        EXAI_DATABASE_URL="postgresql://exai:pw@postgres:5432/exai",
+        SUPABASE_URL="",
+        SUPABASE_KEY="",
+        REDIS_URL=" ",
+    )
+    assert s.store_backend == "postgresql"
+    assert (s.supabase_url, s.supabase_key, s.redis_url) == (None, None, None)
+    assert settings(EXAI_DATABASE_URL="").store_backend == "sqlite"
