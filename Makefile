@@ -33,6 +33,7 @@ run: install tools ## run the whole system locally (no Docker): services + colle
 deps: ## check for Redis, Postgres and Go (the test targets run this first); installs Redis/Postgres with apt-get when root or passwordless sudo, else names the command
 	@bash deploy/local-stack/ensure-deps.sh $(DEPS_NEEDED)
 
+test: DEPS_NEEDED := redis postgres go docker
 test: deps install tools lint typecheck ## lint + mypy --strict, then every test: unit, integration (real Redis/Postgres), e2e (real stack)
 	@$(PY) -m pytest -q
 
@@ -50,6 +51,7 @@ compose-images: tools ## build every compose image here, no registry needed (Deb
 	@bash deploy/docker/engine.sh start >/dev/null
 	@bash deploy/docker/images.sh build
 
+test-compose: DEPS_NEEDED := go docker
 test-compose: deps install tools ## docker compose up for real (engine, images, --wait), the end-to-end checks against it, restarts, then down -v
 	@$(PY) -m pytest -q tests/compose
 

@@ -8,8 +8,12 @@
 #            Debian's golang-go is far older. The go on PATH counts, or /usr/local/go/bin/go
 #            when no go is on PATH (build-tools.sh uses it then).
 #   make     only when asked for by name (.ci/run bootstraps it this way)
+#   docker   only when asked for by name (make test, make test-compose): a Docker engine
+#            that answers, or dockerd installed and root to start it (apt: docker.io), and
+#            debootstrap unless EXAI_COMPOSE_IMAGES=upstream (apt: debootstrap)
 #
-# Usage: ensure-deps.sh [--check] [redis] [postgres] [go] [make]   (default: redis postgres go)
+# Usage: ensure-deps.sh [--check] [redis] [postgres] [go] [make] [docker]
+#        (default: redis postgres go)
 #
 # Everything present: prints nothing, exits 0. Something missing that apt can install
 # (redis-server, postgresql, make), when root or with passwordless sudo (`sudo -n true`):
@@ -37,13 +41,13 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --check) MODE=never ;;
-    redis | postgres | go | make) wanted+=("$arg") ;;
+    redis | postgres | go | make | docker) wanted+=("$arg") ;;
     -h | --help)
       sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
       exit 0
       ;;
     *)
-      say "unknown argument '$arg' (usage: ensure-deps.sh [--check] [redis] [postgres] [go] [make])"
+      say "unknown argument '$arg' (usage: ensure-deps.sh [--check] [redis] [postgres] [go] [make] [docker])"
       exit 2
       ;;
   esac
@@ -148,6 +152,23 @@ for dep in "${wanted[@]}"; do
       check_go && continue
       missing_desc+=("Go >= $GO_NEED (builds the telemetry tools): $go_problem")
       ;;
+    docker)
+      # The compose test (tests/compose) starts an engine itself (deploy/docker/engine.sh)
+      # when dockerd is installed and it may run it, and builds its images from a
+      # debootstrap base unless EXAI_COMPOSE_IMAGES=upstream.
+      engine_answers=""
+      command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1 && engine_answers=1
+      if [[ -z "$engine_answers" ]] && ! command -v dockerd >/dev/null 2>&1; then
+        missing_pkgs+=(docker.io)
+        missing_desc+=("a Docker engine (for the compose test): no dockerd and none answers")
+      elif [[ -z "$engine_answers" ]] && ((EUID != 0)) && ! sudo -n true >/dev/null 2>&1; then
+        missing_desc+=("a running Docker engine (for the compose test): start one (sudo dockerd &) or run as root")
+      fi
+      if [[ "${EXAI_COMPOSE_IMAGES:-local}" != upstream ]] && ! command -v debootstrap >/dev/null 2>&1; then
+        missing_pkgs+=(debootstrap)
+        missing_desc+=("debootstrap (the compose test's base image, built here): not on PATH")
+      fi
+      ;;
   esac
 done
 
@@ -160,9 +181,9 @@ why_not=""
 if [[ "$MODE" == never ]]; then
   why_not="check only (--check or EXAI_DEPS_INSTALL=never): nothing installed."
 elif ((${#missing_pkgs[@]} < ${#missing_desc[@]})); then
-  # Go needs a hand anyway: say everything now instead of installing first.
+  # Go (or a Docker engine) needs a hand anyway: say everything now, install nothing.
   if ((${#missing_pkgs[@]})); then
-    why_not="nothing installed yet: make test installs the packages once Go is there."
+    why_not="nothing installed yet: make test installs the packages once the rest is there."
   fi
 elif ! command -v apt-get >/dev/null 2>&1; then
   why_not="no apt-get here: that is the Debian/Ubuntu command; use your system's package manager."
@@ -216,6 +237,8 @@ for pkg in "${missing_pkgs[@]}"; do
     redis-server) command -v redis-server >/dev/null 2>&1 || still+=("$pkg") ;;
     postgresql) have_postgres || still+=("$pkg") ;;
     make) command -v make >/dev/null 2>&1 || still+=("$pkg") ;;
+    docker.io) command -v dockerd >/dev/null 2>&1 || still+=("$pkg") ;;
+    debootstrap) command -v debootstrap >/dev/null 2>&1 || still+=("$pkg") ;;
   esac
 done
 if ((${#still[@]})); then

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -315,15 +316,40 @@ def test_no_secret_in_any_container_log_or_the_log_store(compose_stack: ComposeS
 # ------------------------------------------------------------------ what compose must survive
 
 
+def stored_prompts(stack: ComposeStack, conversation: str) -> list[str]:
+    """The user messages of one conversation, as the durable store has them."""
+    with storage(stack) as http:
+        response = http.get(f"/v1/conversations/{conversation}", params={"limit": 1000})
+        response.raise_for_status()
+        document = response.json()
+    assert not document["has_more"]
+    return [m["content"] for m in document["messages"] if m["role"] == "user"]
+
+
+async def memory_works(stack: ComposeStack) -> bool:
+    """A call's exchange is stored right away (the gateway's storage breaker is closed)."""
+    (result,) = await chat(stack, 1, continuation_id=f"probe-{uuid.uuid4().hex[:12]}")
+    return bool(result.ok and result.frame["metadata"]["memory"]["write"] == "stored")
+
+
+async def eventually_async(probe: Any, timeout_s: float, every_s: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await probe():
+        assert time.monotonic() < deadline, f"not within {timeout_s}s"
+        await asyncio.sleep(every_s)
+
+
 async def test_a_storage_restart_and_a_collector_crash_during_traffic_lose_nothing(
-    compose_stack: ComposeStack,
+    compose_stack: ComposeStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     compose = compose_stack.compose
+    # The provider's breaker may still be cooling down from the fault test.
+    await eventually_async(lambda: memory_works(compose_stack), timeout_s=60)
     collector_restarts = compose.inspect("otel-collector")["RestartCount"]
     conversation = f"survive-{uuid.uuid4().hex[:12]}"
-    acknowledged: list[str] = []
+    writes: dict[str, list[str]] = {}  # memory write outcome -> prompts
     failures: list[dict[str, Any]] = []
-    stop = threading.Event()
+    stop = asyncio.Event()
 
     async def traffic() -> None:
         async with GatewaySession.open(compose_stack.ws_token, compose_stack.gateway_url) as s:
@@ -334,16 +360,17 @@ async def test_a_storage_restart_and_a_collector_crash_during_traffic_lose_nothi
                     "chat",
                     {"prompt": prompt, "model": KIMI_MODEL, "continuation_id": conversation},
                 )
-                if result.ok and result.frame["metadata"]["memory"]["write"] == "stored":
-                    acknowledged.append(prompt)
-                elif not result.ok:
+                if result.ok:
+                    outcome = result.frame["metadata"]["memory"]["write"]
+                    writes.setdefault(outcome, []).append(prompt)
+                else:
                     failures.append(result.frame)
                 i += 1
 
     task = asyncio.create_task(traffic())
     await asyncio.sleep(3)
     # An operator's restart (SIGTERM, drain), then a crash of the collector (SIGKILL of
-    # its process, as the kernel's OOM killer would): restart policy brings it back.
+    # its process, as the kernel's OOM killer would): the restart policy brings it back.
     await asyncio.to_thread(compose.run, "restart", "storage-adapter", timeout_s=120)
     pid = compose.inspect("otel-collector")["State"]["Pid"]
     await asyncio.to_thread(subprocess.run, ["kill", "-9", str(pid)], check=True)
@@ -351,32 +378,45 @@ async def test_a_storage_restart_and_a_collector_crash_during_traffic_lose_nothi
     stop.set()
     await asyncio.wait_for(task, 60)
 
-    assert len(acknowledged) >= 5, (acknowledged, failures[:2])
-    # Every exchange the gateway acknowledged as stored is in the durable store, once.
-    with storage(compose_stack) as http:
-        response = http.get(f"/v1/conversations/{conversation}")
-        response.raise_for_status()
-        stored = [m["content"] for m in response.json()["messages"] if m["role"] == "user"]
+    # The gateway answered throughout: no call failed, whatever memory did meanwhile.
+    assert not failures, failures[:2]
+    assert len(writes.get("stored", [])) >= 5, writes
+    # Every exchange the gateway acknowledged as stored is in Postgres exactly once, and
+    # so is every one it was still writing ("pending") once storage is back.
+    acknowledged = writes.get("stored", []) + writes.get("pending", [])
+
+    def all_stored() -> list[str] | None:
+        stored = stored_prompts(compose_stack, conversation)
+        return stored if set(acknowledged) <= set(stored) else None
+
+    stored = eventually(all_stored, timeout_s=60, every_s=2)
     for prompt in acknowledged:
         assert stored.count(prompt) == 1, (prompt, stored)
 
     # The collector came back by itself and the pipeline carries data again.
     def collector_back() -> bool:
         state = compose.inspect("otel-collector")
-        return state["RestartCount"] > collector_restarts and state["State"]["Running"]
+        return bool(state["RestartCount"] > collector_restarts and state["State"]["Running"])
 
     eventually(collector_back, timeout_s=60)
+    await eventually_async(lambda: memory_works(compose_stack), timeout_s=60)
     prom = prometheus(compose_stack)
     before = prom.scalar(GATEWAY_CHAT_CALLS) or 0.0
     await chat(compose_stack, 3, prefix="after-crash")
     eventually(lambda: (prom.scalar(GATEWAY_CHAT_CALLS) or 0.0) >= before + 3, timeout_s=90)
     prom.http.close()
+    with capsys.disabled():
+        print(
+            f"\n[compose] memory writes during the restart and crash: "
+            f"{ {k: len(v) for k, v in writes.items()} }"
+        )
 
 
 async def test_down_then_up_keeps_conversations_and_internal_tokens(
     compose_stack: ComposeStack,
 ) -> None:
     compose = compose_stack.compose
+    await eventually_async(lambda: memory_works(compose_stack), timeout_s=60)
     conversation = f"keep-{uuid.uuid4().hex[:12]}"
     results = await chat(compose_stack, 2, continuation_id=conversation, prefix="keep")
     assert [r.frame["metadata"]["memory"]["write"] for r in results] == ["stored", "stored"]
@@ -390,19 +430,7 @@ async def test_down_then_up_keeps_conversations_and_internal_tokens(
     # The same tokens (nothing regenerated what the operator's stack already had) ...
     assert compose_stack.secrets() == tokens
     # ... and the conversation, read back through the gateway's memory.
+    assert stored_prompts(compose_stack, conversation) == ["keep question 0", "keep question 1"]
     results = await chat(compose_stack, 1, continuation_id=conversation, prefix="again")
     memory = results[0].frame["metadata"]["memory"]
     assert memory["read"] == "loaded" and memory["history_messages"] == 4, memory
-
-
-# ------------------------------------------------------------------ Grafana (upstream images)
-
-
-def test_grafana_provisioned_every_datasource_and_dashboard_and_every_panel_has_data(
-    compose_stack: ComposeStack,
-) -> None:
-    if not compose_stack.upstream:
-        pytest.skip(
-            "Grafana is AGPL and cannot be pulled or built here: EXAI_COMPOSE_IMAGES=upstream"
-        )
-    raise AssertionError("unreachable in this revision")

@@ -215,3 +215,38 @@ def test_the_test_targets_check_first_and_make_run_does_not() -> None:
         assert re.search(rf"^{target}: deps ", makefile, re.M), target
     run = re.search(r"^run:(.*)$", makefile, re.M)
     assert run is not None and "deps" not in run.group(1).split("##")[0]
+
+
+def test_no_docker_engine_is_named_with_the_packages_the_compose_test_needs(
+    machine: Machine,
+) -> None:
+    machine.tool("redis-server")
+    machine.postgres()
+    machine.go("1.26.8")
+
+    result, elapsed = machine.run("--check", "redis", "postgres", "go", "docker")
+
+    assert result.returncode == 1
+    assert elapsed < FAST_S
+    assert "Docker engine" in result.stderr and "debootstrap" in result.stderr
+    assert re.search(r"apt-get install -y docker\.io debootstrap$", result.stderr, re.M)
+
+
+def test_an_engine_that_answers_is_enough_for_upstream_images(machine: Machine) -> None:
+    machine.tool("docker", 'test "$1" = info')
+    timeout = shutil.which("timeout")
+    assert timeout is not None
+    (machine.bin / "timeout").symlink_to(timeout)
+
+    result, _ = machine.run("--check", "docker", EXAI_COMPOSE_IMAGES="upstream")
+    assert (result.returncode, result.stderr) == (0, "")
+    # Local images are built from a debootstrap base: that one is still needed.
+    result, _ = machine.run("--check", "docker")
+    assert result.returncode == 1 and "debootstrap" in result.stderr
+
+
+def test_make_test_checks_for_docker_too() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    for target in ("test", "test-compose"):
+        rule = re.search(rf"^{target}: DEPS_NEEDED := (.*)$", makefile, re.M)
+        assert rule is not None and "docker" in rule.group(1).split(), target
