@@ -27,6 +27,7 @@ from tests.e2e.helpers import (
     GatewaySession,
     Prometheus,
     Simulator,
+    drive_provider_traffic,
     eventually,
     settled,
 )
@@ -175,10 +176,7 @@ async def test_a_call_is_followed_by_its_correlation_id_across_all_four_services
     (an error), and the proxy logs each retry."""
     sim = simulator(compose_stack)
     correlation_id = f"compose-follow-{uuid.uuid4()}"
-    sim.http.post(
-        "/admin/faults",
-        json={"mode": "rate_limit", "rate": 1.0, "provider": "kimi", "retry_after_s": 0},
-    ).raise_for_status()
+    sim.set_fault("rate_limit", 1.0, provider="kimi", retry_after_s=0)
     try:
         async with GatewaySession.open(compose_stack.ws_token, compose_stack.gateway_url) as s:
             result = await s.call(
@@ -256,21 +254,11 @@ def test_a_provider_fault_pages_through_alertmanager_to_the_webhook(
     token = compose_stack.internal_token("provider-proxy", "provider")
     stop, outcomes = threading.Event(), Counter[str]()
     proxy = compose_stack.compose.url("provider-proxy", 8090)
-
-    def drive() -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=proxy, headers=headers, timeout=10) as http:
-            while not stop.is_set():
-                response = http.post(
-                    "/v1/chat/completions",
-                    json={"model": KIMI_MODEL, "messages": [{"role": "user", "content": "ping"}]},
-                )
-                outcomes[str(response.status_code)] += 1
-                stop.wait(0.25)
-
     names = {"ProviderCircuitOpen", "ProviderErrorRatioHigh"}
     sim.set_fault("error_500", 1.0, provider="kimi")
-    driver = threading.Thread(target=drive, daemon=True)
+    driver = threading.Thread(
+        target=drive_provider_traffic, args=(stop, outcomes, token, proxy), daemon=True
+    )
     driver.start()
     try:
         firing = eventually(
@@ -366,6 +354,8 @@ async def test_a_storage_restart_and_a_collector_crash_during_traffic_lose_nothi
                 else:
                     failures.append(result.frame)
                 i += 1
+                # A client's pace: under the gateway's per-connection frame rate limit.
+                await asyncio.sleep(0.05)
 
     task = asyncio.create_task(traffic())
     await asyncio.sleep(3)

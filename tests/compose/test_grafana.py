@@ -121,10 +121,7 @@ def traffic(compose_stack: ComposeStack, grafana: httpx.Client) -> str:
 async def _rate_limited_call(stack: ComposeStack, sim: Simulator) -> str:
     # Letters, digits and '-' only: nothing for Grafana's ${var:regex} format to escape.
     correlation_id = f"compose-grafana-{uuid.uuid4()}"
-    sim.http.post(
-        "/admin/faults",
-        json={"mode": "rate_limit", "rate": 1.0, "provider": "kimi", "retry_after_s": 0},
-    ).raise_for_status()
+    sim.set_fault("rate_limit", 1.0, provider="kimi", retry_after_s=0)
     try:
         async with GatewaySession.open(stack.ws_token, stack.gateway_url) as session:
             result = await session.call(
@@ -492,8 +489,8 @@ def test_a_call_is_found_by_correlation_id_in_tempo_and_its_logs_in_loki(
         raise AssertionError(f"not found in Tempo (trace IDs, services): {seen}") from exc
     assert {s["traceID"].lower().zfill(32) for s in spans} == {trace_id}
     for span in spans:
-        tags = {tag["key"]: tag["value"] for tag in _json(span["tags"]) or []}
-        assert tags.get("exai.correlation_id") == correlation_id, span["operationName"]
+        attributes = {tag["key"]: tag["value"] for tag in _json(span["tags"]) or []}
+        assert attributes.get("exai.correlation_id") == correlation_id, span["operationName"]
     attempts = sorted(s["operationName"] for s in spans if s["operationName"].startswith("attempt"))
     assert attempts == ["attempt 1", "attempt 2", "attempt 3"]
 

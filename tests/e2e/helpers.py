@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -193,10 +194,18 @@ class Simulator:
             base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=10
         )
 
-    def set_fault(self, mode: str, rate: float = 1.0, provider: str | None = None) -> None:
+    def set_fault(
+        self,
+        mode: str,
+        rate: float = 1.0,
+        provider: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         body: dict[str, Any] = {"mode": mode, "rate": rate}
         if provider:
             body["provider"] = provider
+        if retry_after_s is not None:
+            body["retry_after_s"] = retry_after_s
         self.http.post("/admin/faults", json=body).raise_for_status()
 
     def clear_faults(self) -> None:
@@ -248,3 +257,22 @@ class AlertWebhook:
                     if alert.get("status") == status and alert["labels"].get("alertname") in names:
                         found.append((arrived, alert))
             return found
+
+
+def drive_provider_traffic(
+    stop: threading.Event, outcomes: Counter[str], provider_token: str, proxy_url: str = PROXY
+) -> None:
+    """One OpenAI-style chat completion every 0.25 s against provider-proxy until `stop`,
+    counting the status codes (an alert test's steady traffic)."""
+    headers = {"Authorization": f"Bearer {provider_token}"}
+    with httpx.Client(base_url=proxy_url, headers=headers, timeout=10) as http:
+        while not stop.is_set():
+            response = http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "kimi-k2-0905-preview",
+                    "messages": [{"role": "user", "content": "ping"}],
+                },
+            )
+            outcomes[str(response.status_code)] += 1
+            stop.wait(0.25)

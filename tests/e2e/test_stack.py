@@ -24,6 +24,7 @@ from tests.e2e.helpers import (
     Jaeger,
     Prometheus,
     Simulator,
+    drive_provider_traffic,
     eventually,
     parent_of,
     settled,
@@ -274,20 +275,6 @@ def test_no_key_or_token_is_stored_in_any_span(
     assert "Bearer " not in dump
 
 
-def _drive_provider_traffic(
-    stop: threading.Event, outcomes: Counter[str], provider_token: str
-) -> None:
-    headers = {"Authorization": f"Bearer {provider_token}"}
-    with httpx.Client(base_url=PROXY, headers=headers, timeout=10) as http:
-        while not stop.is_set():
-            response = http.post(
-                "/v1/chat/completions",
-                json={"model": KIMI_MODEL, "messages": [{"role": "user", "content": "ping"}]},
-            )
-            outcomes[str(response.status_code)] += 1
-            stop.wait(0.25)
-
-
 def test_provider_failure_pages_through_alertmanager_and_resolves(
     stack: RunningStack,
     webhook: AlertWebhook,
@@ -300,7 +287,7 @@ def test_provider_failure_pages_through_alertmanager_and_resolves(
     names = {"ProviderCircuitOpen", "ProviderErrorRatioHigh"}
     stop, outcomes = threading.Event(), Counter[str]()
     driver = threading.Thread(
-        target=_drive_provider_traffic,
+        target=drive_provider_traffic,
         args=(stop, outcomes, internal_tokens["EXAI_PROVIDER_TOKEN"]),
         daemon=True,
     )

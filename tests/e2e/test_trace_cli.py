@@ -78,10 +78,7 @@ async def test_exai_trace_shows_every_span_retries_and_log_lines_of_a_call(
 ) -> None:
     eventually(lambda: _kimi_answers(internal_tokens["EXAI_PROVIDER_TOKEN"]), timeout_s=60)
     correlation_id = f"e2e-exai-trace-{uuid.uuid4()}"
-    simulator.http.post(
-        "/admin/faults",
-        json={"mode": "rate_limit", "rate": 1.0, "provider": "kimi", "retry_after_s": 0},
-    ).raise_for_status()
+    simulator.set_fault("rate_limit", 1.0, provider="kimi", retry_after_s=0)
     try:
         async with GatewaySession.open(stack.ws_token) as session:
             result = await session.call(

@@ -610,7 +610,8 @@ def test_only_grafana_and_the_gateway_publish_ports_on_loopback() -> None:
 def test_service_ports_match_design() -> None:
     for name, (module, port_variable) in OUR_SERVICES.items():
         service = SERVICES[name]
-        assert service["build"]["args"] == {"SERVICE": module, "PORT": str(DESIGN_PORTS[name])}
+        args = service["build"]["args"]
+        assert (args["SERVICE"], args["PORT"]) == (module, str(DESIGN_PORTS[name]))
         assert service["environment"][port_variable] == str(DESIGN_PORTS[name])
     env = SERVICES["ws-gateway"]["environment"]
     assert env["EXAI_PROVIDER_URL"] == "http://provider-proxy:8090"
