@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-PG_BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin")]
+# Debian keeps one folder per major version off PATH; the newest installed wins (as in
+# deploy/local-stack/stack.py and the check in deploy/local-stack/ensure-deps.sh).
+PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
 class MissingServerError(RuntimeError):
