@@ -31,6 +31,7 @@ from llm_simulator.settings import SimulatorSettings
 from provider_proxy.settings import ProxySettings
 from storage_adapter.settings import StorageSettings
 from tests.config_tools import REPO_ROOT, load_yaml, tool, versions
+from tests.support.compose import image_variables
 from ws_gateway.server import CLOSE_TIMEOUT_S
 from ws_gateway.settings import GatewaySettings
 
@@ -271,16 +272,7 @@ def test_the_compose_test_layers_change_only_what_they_say(compose: Compose) -> 
     """tests/compose runs the shipped file under two layers: published test ports and the
     e2e alert timings (test-stack.yml), and Jaeger + a log sink in place of Tempo and
     Loki, without Grafana (no-agpl.yml), on the images deploy/docker/images.sh builds."""
-    images = subprocess.run(
-        ["bash", str(REPO_ROOT / "deploy/docker/images.sh"), "env"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    image_env = dict(
-        line.split("=", 1) for line in images.splitlines() if line and not line.startswith("#")
-    )
+    image_env = image_variables()
     env = {**SAMPLE_ENV, **image_env, "EXAI_COMPOSE_LOG_DIR": "/tmp/exai-compose-logs"}
     layers = (REPO_ROOT / "tests/compose/test-stack.yml", REPO_ROOT / "tests/compose/no-agpl.yml")
     result = compose.run("config", "--format", "json", env_file=env, layers=layers)
