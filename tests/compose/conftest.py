@@ -16,56 +16,30 @@ when a test fails: `down --volumes`, then the engine if it started it.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.compose import ENGINE, IMAGES, ROOT, Compose, image_variables, run_script
+from tests.support.compose import (
+    ENGINE,
+    IMAGES,
+    MODE,
+    ROOT,
+    Compose,
+    ComposeStack,
+    image_variables,
+    run_script,
+)
 
 pytestmark = pytest.mark.compose
 
-MODE = os.environ.get("EXAI_COMPOSE_IMAGES", "local")
 PROJECT = "exai-compose-test"
 KIMI_KEY = "sk-compose-kimi-" + secrets.token_hex(12)
 GLM_KEY = "compose-glm-" + secrets.token_hex(12)
-
-
-@dataclass
-class ComposeStack:
-    compose: Compose
-    upstream: bool
-    log_dir: Path
-
-    @property
-    def ws_token(self) -> str:
-        return self.compose.env["EXAI_WS_TOKEN"]
-
-    @property
-    def gateway_url(self) -> str:
-        return self.compose.url("ws-gateway", 8079, scheme="ws")
-
-    def internal_token(self, service: str, directory: str) -> str:
-        """A service-to-service token, read where its service reads it."""
-        return self.compose.exec(service, "cat", f"/run/exai/{directory}/token").strip()
-
-    def secrets(self) -> list[str]:
-        env = self.compose.env
-        return [
-            KIMI_KEY,
-            GLM_KEY,
-            env["EXAI_WS_TOKEN"],
-            env["POSTGRES_PASSWORD"],
-            env["GF_SECURITY_ADMIN_PASSWORD"],
-            self.internal_token("provider-proxy", "provider"),
-            self.internal_token("storage-adapter", "storage"),
-            self.internal_token("llm-simulator", "simulator-admin"),
-        ]
 
 
 def _environment(log_dir: Path) -> dict[str, str]:
@@ -112,7 +86,7 @@ def compose_stack() -> Iterator[ComposeStack]:
     try:
         compose.down(volumes=True)  # what a previous, interrupted run may have left
         compose.up(*(["--pull", "never", "--no-build"] if MODE == "local" else ["--build"]))
-        yield ComposeStack(compose, MODE == "upstream", log_dir)
+        yield ComposeStack(compose, MODE == "upstream", log_dir, (KIMI_KEY, GLM_KEY))
     finally:
         try:
             (Path(tempfile.gettempdir()) / f"{PROJECT}.log").write_text(

@@ -22,7 +22,6 @@ import httpx
 import pytest
 
 from exai_contracts.ids import CLIENT_ID_HEADER, DEFAULT_CLIENT_ID
-from tests.compose.conftest import ComposeStack
 from tests.e2e.helpers import (
     CallResult,
     GatewaySession,
@@ -32,6 +31,7 @@ from tests.e2e.helpers import (
     eventually,
     settled,
 )
+from tests.support.compose import ComposeStack
 
 pytestmark = pytest.mark.compose
 

@@ -42,8 +42,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.compose.conftest import MODE, ComposeStack
 from tests.e2e.helpers import GatewaySession, Prometheus, Simulator, eventually
+from tests.support.compose import MODE, ComposeStack
 from tests.support.dashboards import (
     DATASOURCES_DIR,
     FAULT_PANELS,

@@ -17,6 +17,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "deploy" / "docker" / "engine.sh"
 IMAGES = ROOT / "deploy" / "docker" / "images.sh"
+# local: images built here (deploy/docker/images.sh) and the AGPL stand-ins; upstream: pulled.
+MODE = os.environ.get("EXAI_COMPOSE_IMAGES", "local")
 
 
 class ComposeError(RuntimeError):
@@ -128,3 +130,38 @@ class Compose:
             timeout=60,
         ).stdout
         return dict(json.loads(out)[0])
+
+
+@dataclass
+class ComposeStack:
+    """The running compose project the tests share, and what it holds."""
+
+    compose: Compose
+    upstream: bool
+    log_dir: Path
+    # Secrets the test itself chose (fake provider keys), besides those in the environment.
+    fake_keys: tuple[str, ...]
+
+    @property
+    def ws_token(self) -> str:
+        return self.compose.env["EXAI_WS_TOKEN"]
+
+    @property
+    def gateway_url(self) -> str:
+        return self.compose.url("ws-gateway", 8079, scheme="ws")
+
+    def internal_token(self, service: str, directory: str) -> str:
+        """A service-to-service token, read where its service reads it."""
+        return self.compose.exec(service, "cat", f"/run/exai/{directory}/token").strip()
+
+    def secrets(self) -> list[str]:
+        env = self.compose.env
+        return [
+            *self.fake_keys,
+            env["EXAI_WS_TOKEN"],
+            env["POSTGRES_PASSWORD"],
+            env["GF_SECURITY_ADMIN_PASSWORD"],
+            self.internal_token("provider-proxy", "provider"),
+            self.internal_token("storage-adapter", "storage"),
+            self.internal_token("llm-simulator", "simulator-admin"),
+        ]
