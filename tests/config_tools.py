@@ -188,6 +188,27 @@ KNOWN_METRICS = frozenset(
         "exai_storage_dependency_up",
         "exai_storage_cache_lookups_total",
         "exai_storage_durable_errors_total",
+        # latency the gateway controls
+        "exai_gateway_time_to_first_chunk_seconds_bucket",
+        "exai_gateway_time_to_first_chunk_seconds_count",
+        "exai_gateway_time_to_first_chunk_seconds_sum",
+        "exai_gateway_overhead_duration_seconds_bucket",
+        "exai_gateway_overhead_duration_seconds_count",
+        "exai_gateway_overhead_duration_seconds_sum",
+        "exai_gateway_latency_objective_total",
+        # every service's process (opentelemetry-instrumentation-system-metrics); more
+        # of them below, with the dashboards' instruments
+        "process_cpu_utilization_ratio",
+        "process_memory_virtual_bytes",
+        "process_thread_count",
+        "cpython_gc_collected_objects_total",
+        "cpython_gc_uncollectable_objects_total",
+        # exai-canary (services/exai_canary/telemetry.py); the gauge's unit "s" adds _seconds
+        "exai_canary_checks_total",
+        "exai_canary_check_duration_seconds_bucket",
+        "exai_canary_check_duration_seconds_count",
+        "exai_canary_check_duration_seconds_sum",
+        "exai_canary_last_success_seconds",
         "otel_sdk_processor_span_processed_total",
         # every service's SDK, on each export whatever the traffic (ServiceTelemetryAbsent)
         "otel_sdk_processor_span_queue_capacity",
@@ -249,6 +270,28 @@ KNOWN_METRICS = frozenset(
         "otelcol_processor_tail_sampling_new_trace_id_received_total",
         "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total",
         "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+        # late spans: decision-cache releases (sampled="true"|"false"), and late_span_age
+        # (unit s: _seconds) for decided traces still in memory
+        "otelcol_processor_tail_sampling_early_releases_from_cache_decision_total",
+        "otelcol_processor_tail_sampling_sampling_late_span_age_seconds_bucket",
+        "otelcol_processor_tail_sampling_sampling_late_span_age_seconds_count",
+        "otelcol_processor_tail_sampling_sampling_late_span_age_seconds_sum",
+        # the collector's process (memory against memory_limiter)
+        "otelcol_process_runtime_heap_alloc_bytes",
+        "otelcol_process_memory_rss_bytes",
+        # the services' newer instruments the dashboards chart (fallbacks, rate-limit
+        # headroom, configured dependencies, process metrics of the system-metrics
+        # instrumentation)
+        "exai_provider_fallbacks_total",
+        "exai_provider_ratelimit_remaining",
+        "exai_provider_ratelimit_limit",
+        "exai_storage_dependency_configured",
+        "process_cpu_time_seconds_total",
+        "process_memory_usage_bytes",
+        "process_open_file_descriptor_count",
+        "cpython_gc_collections_total",
+        # Prometheus' own, scraped by its job `prometheus` (CanarySilent's start-up grace)
+        "process_start_time_seconds",
         "up",
     }
 )

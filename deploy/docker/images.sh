@@ -10,7 +10,7 @@
 #   exai/bookworm:local      Debian bookworm from debootstrap (`docker import`), with
 #                            python3, ca-certificates and wget: the base of all below and
 #                            the stand-in for the python image (EXAI_PYTHON_IMAGE)
-#   exai/{ws-gateway,provider-proxy,storage-adapter,llm-simulator}:local
+#   exai/{ws-gateway,provider-proxy,storage-adapter,llm-simulator,canary}:local
 #                            deploy/docker/service.Dockerfile, as `docker compose build`
 #                            names them
 #   exai/otelcol, exai/prometheus, exai/alertmanager, exai/jaeger
@@ -46,7 +46,7 @@ MIRROR="${EXAI_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=bookworm
 BASE_PACKAGES=ca-certificates,python3,python3-venv,python-is-python3,wget
 BASE_IMAGE=exai/bookworm:local
-SERVICES=(ws_gateway:8079 provider_proxy:8090 storage_adapter:8091 llm_simulator:8099)
+SERVICES=(ws_gateway:8079 provider_proxy:8090 storage_adapter:8091 llm_simulator:8099 exai_canary:8098)
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { printf '[images] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -93,6 +93,7 @@ build_services() {
   fi
   for entry in "${SERVICES[@]}"; do
     service="${entry%%:*}" port="${entry##*:}" name="${service//_/-}"
+    name="${name#exai-}" # exai_canary is the compose service `canary`
     log "exai/$name:local"
     build -f "$ROOT/deploy/docker/service.Dockerfile" "${secret[@]}" \
       --build-arg PYTHON_IMAGE="$BASE_IMAGE" --build-arg SERVICE="$service" \

@@ -115,6 +115,12 @@ def telemetry_env(overrides: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+# Prometheus keeps 35 days, as in docker-compose.yml: the SLO dashboard's error budget is
+# over 30 days (Prometheus' own default, 15 days, would halve it). The size cap guards the
+# disk; once reached, the oldest blocks go first.
+PROMETHEUS_RETENTION_TIME = "35d"
+PROMETHEUS_RETENTION_SIZE = "20GB"
+
 # Bases of the absolute links in every alert (prometheus.yml external_labels); the same
 # defaults as docker-compose.yml and .env.example.
 ALERT_LINK_DEFAULTS = {
@@ -225,15 +231,37 @@ def prometheus_config(var: Path, overrides: Mapping[str, str]) -> Path:
     return view / "prometheus.yml"
 
 
-def alertmanager_config(var: Path, overrides: Mapping[str, str]) -> Path:
-    """The Alertmanager config to run: the repo's, or a copy with shorter timings.
+# The receivers' webhook URLs (deploy/alertmanager/render-receivers.sh, .env.example).
+ALERT_RECEIVER_VARIABLES = (
+    "EXAI_ALERT_WEBHOOK_URL",
+    "EXAI_ALERT_PAGE_WEBHOOK_URL",
+    "EXAI_ALERT_TICKET_WEBHOOK_URL",
+    "EXAI_ALERT_INFO_WEBHOOK_URL",
+)
 
+
+def alertmanager_config(var: Path, overrides: Mapping[str, str]) -> Path:
+    """The Alertmanager config to run: the repo's, or a copy with other receivers or
+    shorter timings (Alertmanager reads no environment itself).
+
+    EXAI_ALERT_*WEBHOOK_URL set the receivers' URLs, rendered by the same script compose
+    runs in the Alertmanager container (deploy/alertmanager/render-receivers.sh).
     EXAI_ALERTMANAGER_GROUP_WAIT / EXAI_ALERTMANAGER_GROUP_INTERVAL replace group_wait /
-    group_interval on every route (Alertmanager reads no environment itself). Only the
-    end-to-end tests set them, so that a resolution reaches their webhook in seconds
-    rather than the production 5 minutes.
+    group_interval on every route. Only the end-to-end tests set those, so that a
+    resolution reaches their webhook in seconds rather than the production 5 minutes.
     """
     shipped = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    receivers = {
+        name: value for name in ALERT_RECEIVER_VARIABLES if (value := _setting(name, overrides))
+    }
+    if receivers:
+        rendered = var / "alertmanager-receivers.yml"
+        subprocess.run(
+            ["sh", str(shipped.parent / "render-receivers.sh"), str(shipped), str(rendered)],
+            env={**os.environ, **receivers},
+            check=True,
+        )
+        shipped = rendered
     timings = {
         key: value
         for key, env in (
@@ -254,6 +282,7 @@ def alertmanager_config(var: Path, overrides: Mapping[str, str]) -> Path:
         routes.extend(route.get("routes", []))
     path = var / "alertmanager-config.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    path.chmod(0o600)  # the receivers' URLs may carry credentials
     return path
 
 
@@ -307,6 +336,8 @@ def processes(var: Path, overrides: Mapping[str, str] | None = None) -> list[Pro
                 tool("prometheus"),
                 f"--config.file={prometheus_config(var, overrides)}",
                 f"--storage.tsdb.path={var / 'prometheus'}",
+                f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION_TIME}",
+                f"--storage.tsdb.retention.size={PROMETHEUS_RETENTION_SIZE}",
                 "--web.listen-address=127.0.0.1:9090",
                 "--web.enable-otlp-receiver",
                 "--web.enable-lifecycle",
@@ -360,6 +391,14 @@ def processes(var: Path, overrides: Mapping[str, str] | None = None) -> list[Pro
             env={**svc, **_token_env("ws-gateway", tokens)},
             ready_url="http://127.0.0.1:8079/health/ready",
         ),
+        # A client of the gateway (EXAI_WS_TOKEN, or its own `canary` client in
+        # EXAI_WS_TOKENS): no internal token.
+        Proc(
+            "canary",
+            [py, "-m", "exai_canary"],
+            env={**svc, "EXAI_CANARY_GATEWAY_URL": "ws://127.0.0.1:8079"},
+            ready_url="http://127.0.0.1:8098/health/ready",
+        ),
     ]
     return procs
 
@@ -400,6 +439,7 @@ EXAI local stack (no Docker) — Ctrl-C stops everything
   provider-proxy  http://127.0.0.1:8090/v1 (OpenAI-compatible)
   storage-adapter http://127.0.0.1:8091
   llm-simulator   http://127.0.0.1:8099    (stands in for Kimi/GLM without API keys)
+  canary          http://127.0.0.1:8098/health (a `status` call to the gateway every 15 s)
   Jaeger API      http://127.0.0.1:16686   (no web UI in this build: use `exai trace <id>`)
   logs            var/telemetry/logs.jsonl (OTLP log records; `exai trace` shows a call's lines)
   Prometheus      http://127.0.0.1:9090    Alertmanager http://127.0.0.1:9093

@@ -33,11 +33,15 @@ from grafana_foundation_sdk.models.common import (
 )
 from grafana_foundation_sdk.models.dashboard import (
     DashboardLinkType,
+    DashboardSpecialValueMapOptions,
     DataSourceRef,
     DynamicConfigValue,
+    SpecialValueMap,
+    SpecialValueMatch,
     Threshold,
     ThresholdsMode,
     ValueMap,
+    ValueMapping,
     ValueMappingResult,
     VariableOption,
     VariableRefresh,
@@ -52,6 +56,11 @@ LOKI = DataSourceRef(type_val="loki", uid="loki")
 ALERTMANAGER = DataSourceRef(type_val="alertmanager", uid="alertmanager")
 
 Steps = Sequence[tuple[float | None, str]]
+
+# What a ratio shows when its denominator is 0 (0/0 is NaN: no calls in the window) and
+# what a panel shows with no series at all. Both are words, not a number that would lie:
+# an idle system is neither 0 % nor 100 % available.
+NO_TRAFFIC = "no traffic"
 
 # ----------------------------------------------------------------------------- targets
 
@@ -99,6 +108,31 @@ def thresholds(steps: Steps) -> dash.ThresholdsConfig:
     )
 
 
+def value_mappings(
+    *, nan: str | None = None, values: Mapping[str, tuple[str, str]] | None = None
+) -> list[ValueMapping]:
+    """NaN shown as the word `nan`; each of `values` (a number as text) as (text, colour)."""
+    mappings: list[ValueMapping] = []
+    if nan is not None:
+        mappings.append(
+            SpecialValueMap(
+                options=DashboardSpecialValueMapOptions(
+                    match=SpecialValueMatch.NA_N, result=ValueMappingResult(text=nan)
+                )
+            )
+        )
+    if values:
+        mappings.append(
+            ValueMap(
+                options={
+                    value: ValueMappingResult(text=text, color=color)
+                    for value, (text, color) in values.items()
+                }
+            )
+        )
+    return mappings
+
+
 # ----------------------------------------------------------------------------- panels
 
 
@@ -111,7 +145,11 @@ def timeseries_panel(
     span: int = 8,
     height: int = 8,
     steps: Steps | None = None,
+    no_value: str | None = None,
+    nan: str | None = None,
 ) -> timeseries.Panel:
+    """`no_value` / `nan`: the words shown (tooltip, legend) when there are no series or a
+    ratio is 0/0; set them where a gap would be read as "broken"."""
     panel = (
         timeseries.Panel()
         .title(title)
@@ -134,6 +172,10 @@ def timeseries_panel(
     )
     if steps is not None:
         panel = panel.thresholds(thresholds(steps))
+    if no_value is not None:
+        panel = panel.no_value(no_value)
+    if nan is not None:
+        panel = panel.mappings(value_mappings(nan=nan))
     for query in queries:
         panel = panel.with_target(query)
     return panel
@@ -177,7 +219,13 @@ def stat_panel(
     span: int = 4,
     height: int = 4,
     sparkline: bool = False,
+    no_value: str | None = None,
+    nan: str | None = None,
+    values: Mapping[str, tuple[str, str]] | None = None,
 ) -> stat.Panel:
+    """`no_value`: shown when the query has no series; `nan`: shown for 0/0 (a ratio over
+    a window without calls); `values`: fixed values shown as (text, colour), e.g. the -1
+    a card's query returns for a component that is not configured."""
     panel = (
         stat.Panel()
         .title(title)
@@ -192,6 +240,10 @@ def stat_panel(
     )
     if decimals is not None:
         panel = panel.decimals(decimals)
+    if no_value is not None:
+        panel = panel.no_value(no_value)
+    if nan is not None or values:
+        panel = panel.mappings(value_mappings(nan=nan, values=values))
     return panel
 
 
@@ -229,7 +281,10 @@ def heatmap_panel(
     title: str, description: str, query: prometheus.Dataquery, *, span: int = 12, height: int = 8
 ) -> heatmap.Panel:
     """Prometheus buckets drawn as they are (no re-bucketing): the query must use
-    ``format: heatmap`` and sum by ``le``."""
+    ``format: heatmap`` (Grafana turns the cumulative `le` buckets into per-bucket counts)
+    and a per-second ``rate`` summed by ``le``. Not ``increase(…[$__rate_interval])``:
+    that window is about 4 query steps long, so consecutive cells overlap and every call
+    is counted about 4 times."""
     return (
         heatmap.Panel()
         .title(title)
@@ -238,6 +293,7 @@ def heatmap_panel(
         .with_target(query)
         .calculate(False)
         .y_axis(heatmap.YAxisConfig().unit("s"))
+        .cell_values(heatmap.CellValues().unit("reqps"))
         .color(heatmap.HeatmapColorOptions().scheme("Oranges").steps(64))
         .show_legend()
         .span(span)
@@ -292,9 +348,10 @@ def logs_panel(
 
 
 def alert_list_panel(
-    title: str, description: str, *, span: int = 24, height: int = 8
+    title: str, description: str, *, span: int = 24, height: int = 8, label_filter: str = ""
 ) -> dash.Panel:
-    """Grafana's alert list, showing the Prometheus-evaluated rules (firing and pending).
+    """Grafana's alert list, showing the Prometheus-evaluated rules (firing and pending);
+    `label_filter` keeps the instances matching it (`{severity!="info"}`).
 
     The SDK has no builder for this core panel, so the generic one sets its type and
     options."""
@@ -312,7 +369,7 @@ def alert_list_panel(
                 "sortOrder": 1,
                 "dashboardAlerts": False,
                 "alertName": "",
-                "alertInstanceLabelFilter": "",
+                "alertInstanceLabelFilter": label_filter,
                 "datasource": "Prometheus",
                 "showInstances": True,
                 "showInactiveAlerts": False,
@@ -364,6 +421,14 @@ def label_values_variable(
         .include_all(True)
         .all_value(".*")
         .current(VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
+def env_variable(query: str) -> dash.QueryVariable:
+    """`$env`: deployment.environment.name, All by default (`.*`, which also matches
+    series that carry no environment, such as the collector's service graph)."""
+    return label_values_variable(
+        "env", "environment", query, "deployment.environment.name of the services."
     )
 
 

@@ -1,16 +1,25 @@
 """(d) Telemetry pipeline health: what the collector accepted, refused and failed to
-send, its export queues, tail-sampling decisions, and spans the SDKs dropped.
+send, its export queues, its memory against the memory_limiter, tail-sampling decisions
+and late spans, and spans the SDKs dropped.
 
 The collector's own metrics (`service.telemetry.metrics`, level normal, scraped from
 :8888). The tail_sampling processor of v0.161 emits at that level, among others:
 count_traces_sampled{policy, decision, sampled}, global_count_traces_sampled{decision,
-sampled}, new_trace_id_received, sampling_traces_on_memory and
-sampling_trace_dropped_too_early (count_spans_sampled needs an alpha feature gate).
+sampled}, new_trace_id_received, sampling_traces_on_memory,
+sampling_trace_dropped_too_early, early_releases_from_cache_decision{sampled} (spans of
+an already decided trace: late spans, with the decision cache) and
+sampling_late_span_age_seconds (late spans of a decided trace still in memory; never
+with the decision cache). count_spans_sampled needs an alpha feature gate.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import prometheus
+from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from exai_dashboards.common import base, with_rows
@@ -19,6 +28,26 @@ from exai_dashboards.promql import CALLS, KEPT_CALLS, rate_sum, rate_sum_or_zero
 
 SIGNALS = (("spans", "spans"), ("metric_points", "metric points"), ("log_records", "log records"))
 TAIL = "otelcol_processor_tail_sampling"
+COLLECTOR_CONFIG = Path(__file__).resolve().parents[2] / "otel-collector.yaml"
+MIB = 1024 * 1024
+
+
+def collector_default(variable: str) -> int:
+    """The default of `${env:<variable>:-N}` in otel-collector.yaml: the value both
+    stacks run unless the operator overrides it (the collector publishes no metric of its
+    memory_limiter settings)."""
+    text = COLLECTOR_CONFIG.read_text(encoding="utf-8")
+    match = re.search(rf"\$\{{env:{variable}:-(\d+)\}}", text)
+    if match is None:
+        raise LookupError(f"{variable} has no numeric default in {COLLECTOR_CONFIG.name}")
+    return int(match.group(1))
+
+
+def memory_limits_bytes() -> tuple[int, int]:
+    """(soft, hard): data is refused above limit - spike; above the limit, GC is forced."""
+    limit = collector_default("EXAI_OTELCOL_MEMORY_LIMIT_MIB")
+    spike = collector_default("EXAI_OTELCOL_MEMORY_SPIKE_MIB")
+    return (limit - spike) * MIB, limit * MIB
 
 
 def _per_signal(template: str, legend: str, labels: list[str]) -> list[prometheus.Dataquery]:
@@ -158,7 +187,9 @@ def pipeline_dashboard() -> Dashboard:
         ),
         timeseries_panel(
             "Traces waiting for a decision",
-            "Traces held in memory until decision_wait; new traces per second beside them.",
+            "Traces held in memory until their decision: 3 s after their root span arrives,"
+            " at most decision_wait (130 s, sized from the 120 s call timeout) after their"
+            " first span. New traces per second beside them.",
             [
                 prom(f"sum({TAIL}_sampling_traces_on_memory)", "in memory"),
                 prom(rate_sum(f"{TAIL}_new_trace_id_received_total"), "new per second", ref="B"),
@@ -183,6 +214,87 @@ def pipeline_dashboard() -> Dashboard:
                 prom(rate_sum(CALLS), "all spans"),
                 prom(rate_sum(KEPT_CALLS), "kept spans", ref="B"),
             ],
+        ),
+        timeseries_panel(
+            "Late spans per second",
+            "Spans that reached tail sampling after their trace was decided, so the decision"
+            " was made without them; they follow it (kept with a kept trace, dropped with a"
+            " dropped one). The decision cache counts them, by the decision (`sampled`);"
+            " late_span_age stays empty with a decision cache (it only sees decided traces"
+            " still in memory). 0 while none are late; TailSamplingLateSpans fires above 1 %"
+            " of the spans received.",
+            [
+                prom(
+                    rate_sum_or_zero(
+                        f"{TAIL}_early_releases_from_cache_decision_total",
+                        [],
+                        zero_from="otelcol_receiver_accepted_spans_total",
+                        labels=["sampled"],
+                    ),
+                    "late, sampled={{sampled}}",
+                ),
+            ],
+            span=16,
+            steps=((None, "green"), (0.001, "orange")),
+        ),
+        stat_panel(
+            "Late spans (1 h)",
+            "Share of received spans that arrived after their trace's decision over the last"
+            " hour. Above 1 %, slow, failed or retried calls may be missing from the trace"
+            " store: decision_wait is shorter than the calls, or exports are slow.",
+            prom(
+                f"(\n  {rate_sum(f'{TAIL}_early_releases_from_cache_decision_total', window='1h')}"
+                f"\n  or\n  {rate_sum('otelcol_receiver_accepted_spans_total', window='1h')} * 0"
+                f"\n)\n/\n{rate_sum('otelcol_receiver_accepted_spans_total', window='1h')}",
+                "late",
+            ),
+            unit="percentunit",
+            decimals=2,
+            steps=((None, "green"), (0.001, "orange"), (0.01, "red")),
+            span=8,
+            height=8,
+            nan="no spans",
+        ),
+    ]
+
+    soft_limit, hard_limit = memory_limits_bytes()
+    memory = timeseries_panel(
+        "Collector memory against its limiter",
+        "Go heap (what the memory_limiter measures) and resident memory per collector. Above"
+        f" the orange line ({soft_limit // MIB} MiB = EXAI_OTELCOL_MEMORY_LIMIT_MIB -"
+        " EXAI_OTELCOL_MEMORY_SPIKE_MIB) the receivers refuse data and the services retry,"
+        f" then drop; at the red one ({hard_limit // MIB} MiB) GC is forced. The lines are"
+        " the shipped defaults, read from otel-collector.yaml when this dashboard was"
+        " generated: regenerate after overriding them. Most of the heap is traces waiting"
+        " for their sampling decision (~36 KB each).",
+        [
+            prom(
+                "max by (instance) (otelcol_process_runtime_heap_alloc_bytes)", "heap {{instance}}"
+            ),
+            prom(
+                "max by (instance) (otelcol_process_memory_rss_bytes)",
+                "resident {{instance}}",
+                ref="B",
+            ),
+        ],
+        unit="bytes",
+        span=16,
+        steps=((None, "green"), (soft_limit, "orange"), (hard_limit, "red")),
+    ).thresholds_style(
+        common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED)
+    )
+    collector = [
+        memory,
+        stat_panel(
+            "Heap vs refusal limit",
+            "The largest collector heap as a share of the limit above which it refuses data"
+            f" ({soft_limit // MIB} MiB by default).",
+            prom(f"max(otelcol_process_runtime_heap_alloc_bytes) / {soft_limit}", "heap"),
+            unit="percentunit",
+            steps=((None, "green"), (0.8, "orange"), (1, "red")),
+            span=8,
+            height=8,
+            sparkline=True,
         ),
     ]
 
@@ -225,10 +337,12 @@ def pipeline_dashboard() -> Dashboard:
         base(
             "exai-pipeline",
             "EXAI telemetry pipeline",
-            "Collector intake and export, queues, tail-sampling decisions, SDK drops.",
+            "Collector intake and export, queues, memory, tail-sampling decisions and late"
+            " spans, SDK drops.",
         ),
         [
             ("Collector: receive and export", intake),
+            ("Collector memory", collector),
             ("Tail sampling", sampling),
             ("Service SDKs", sdk),
         ],

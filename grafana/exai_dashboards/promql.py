@@ -27,31 +27,36 @@ KEPT_CALLS = "traces_spanmetrics_kept_calls_total"
 KEPT_LATENCY = "traces_spanmetrics_kept_latency_bucket"
 
 SERVER = 'span_kind="SPAN_KIND_SERVER"'
+# Every panel follows the dashboard's `$env` variable (deployment.environment.name); the
+# All value is `.*`, which also matches series without the label.
+ENV = 'deployment_environment_name=~"$env"'
 CLIENT = 'span_kind="SPAN_KIND_CLIENT"'
 ERROR = 'status_code="STATUS_CODE_ERROR"'
 
-# Client spans of the storage adapter's stores. The span-metrics connector has no
-# db.system.name dimension, so the span names tell them apart: the redis instrumentation
-# names a span after the command(s) (`GET`, `SET`, `EVALSHA`, `MULTI SET EXEC`), the
-# SQLAlchemy one after the statement's first word (`SELECT`, `INSERT`, `connect`; the
-# database name follows when the driver reports one). With the Supabase REST store the
-# httpx client spans are named after the HTTP method, and `GET` would count as Redis.
-REDIS_COMMANDS = (
-    "GET|SET|SETEX|DEL|EXPIRE|EVALSHA|EVAL|SCRIPT|LPUSH|RPUSH|LRANGE|LTRIM"
-    "|HGET|HSET|HGETALL|MULTI|EXEC|PING|INCR|MGET|MSET"
-)
-SQL_STATEMENTS = "SELECT|INSERT|UPDATE|DELETE|WITH|BEGIN|COMMIT|ROLLBACK|CREATE|connect"
-
-
-def span_names(first_words: str) -> str:
-    """Spans whose name starts with one of the `|`-separated words."""
-    return f'span_name=~"({first_words})( .*)?"'
-
-
-REDIS_SPANS = span_names(REDIS_COMMANDS)
-SQL_SPANS = span_names(SQL_STATEMENTS)
-STORE_SPANS = span_names(f"{SQL_STATEMENTS}|{REDIS_COMMANDS}")
+# Client spans of the storage adapter's stores, told apart by the span-metrics dimension
+# db_system_name (db.system.name: the redis and SQLAlchemy instrumentations set it with the
+# stable database semconv, the Supabase REST store sets "supabase" on its HTTP spans). The
+# span names cannot tell them apart: the REST store's spans are named GET/POST, like Redis
+# commands and every other HTTP call.
+REDIS = 'db_system_name="redis"'
+DURABLE_SYSTEMS = "postgresql|supabase|sqlite"
+DURABLE = f'db_system_name=~"{DURABLE_SYSTEMS}"'
+STORE_SPANS = 'db_system_name!=""'
 STORE_SERVICE = 'service_name="storage-adapter"'
+
+
+# Instances that stopped exporting (deploy/prometheus/rules/instances.yml): their last
+# gauge samples stay visible for Prometheus' 5-minute lookback, because pushed series get
+# no staleness marker when the process dies.
+STALE_INSTANCES = "exai:instance:stale"
+
+
+def live(expr: str) -> str:
+    """`expr` (gauge series carrying service_instance_id) without the series of instances
+    that stopped exporting: after a restart, sum() counts the new process only. `unless`,
+    not `and` on live instances: a series from a process without the SDK's liveness metric
+    is kept rather than hidden."""
+    return f"({expr} unless on (service_instance_id) {STALE_INSTANCES})"
 
 
 def sel(*matchers: str) -> str:

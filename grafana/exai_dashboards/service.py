@@ -1,6 +1,6 @@
 """(b) Per-service drill-down: `$service` and `$env`; RED by span and route, outgoing
-calls, the storage adapter's DB and Redis client spans, a latency heatmap, payload
-sizes."""
+calls by callee, the storage adapter's DB and Redis client spans, a latency heatmap,
+payload sizes, the process (CPU, memory, GC, file descriptors)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from exai_dashboards.common import base, with_rows
 from exai_dashboards.panels import (
+    NO_TRAFFIC,
     heatmap_panel,
     label_values_variable,
     latency_panel,
@@ -17,12 +18,14 @@ from exai_dashboards.panels import (
 from exai_dashboards.promql import (
     CALLS,
     CLIENT,
+    ENV,
     ERROR,
     KEPT_LATENCY,
     LATENCY,
     RATE,
     SERVER,
     STORE_SPANS,
+    live,
     quantile,
     rate_sum,
     ratio,
@@ -30,8 +33,20 @@ from exai_dashboards.promql import (
 )
 
 SERVICE = 'service_name=~"$service"'
-ENV = 'deployment_environment_name=~"$env"'
 BY_SPAN = ["service_name", "span_name"]
+BY_STORE = ["service_name", "db_system_name", "span_name"]
+# The collector's service graph pairs each client span with the server span that
+# answered it (or names the callee from db.system.name / server.address when nothing
+# instrumented answers: Redis, Postgres, a provider's API): one line per callee, where
+# span names would merge every HTTP call into one "POST" line. Its series carry the
+# caller as `client` and no environment label (the `$env` filter does not apply).
+GRAPH_CLIENT = 'client=~"$service"'
+GRAPH_TOTAL = "traces_service_graph_request_total"
+GRAPH_FAILED = "traces_service_graph_request_failed_total"
+GRAPH_LATENCY = "traces_service_graph_request_client_seconds_bucket"
+BY_EDGE = ["client", "server"]
+PROCESS = sel(SERVICE, ENV)
+BY_INSTANCE = ["service_name", "service_instance_id"]
 
 
 def service_dashboard() -> Dashboard:
@@ -47,6 +62,7 @@ def service_dashboard() -> Dashboard:
             "Share of server spans with status ERROR; 0 when nothing fails.",
             [prom(ratio(CALLS, [ERROR], [SERVICE, ENV, SERVER], labels=BY_SPAN), "{{span_name}}")],
             unit="percentunit",
+            nan=NO_TRAFFIC,
         ),
         latency_panel(
             "p95 latency by span",
@@ -77,10 +93,10 @@ def service_dashboard() -> Dashboard:
         ),
         heatmap_panel(
             "Server latency heatmap",
-            "Server span durations per latency bucket (all spans): where the bulk sits and"
-            " how long the tail is.",
+            "Server spans per second in each latency bucket (all spans): where the bulk sits"
+            " and how long the tail is.",
             prom(
-                f"sum by (le) (increase({LATENCY}{sel(SERVICE, ENV, SERVER)}[{RATE}]))",
+                f"sum by (le) (rate({LATENCY}{sel(SERVICE, ENV, SERVER)}[{RATE}]))",
                 "{{le}}",
                 heatmap_format=True,
             ),
@@ -89,30 +105,56 @@ def service_dashboard() -> Dashboard:
 
     outgoing = [
         timeseries_panel(
-            "Outgoing calls per second by span",
-            "Client spans: HTTP calls to other services and providers, DB and cache commands.",
-            [prom(rate_sum(CALLS, SERVICE, ENV, CLIENT, labels=BY_SPAN), "{{span_name}}")],
+            "Outgoing calls per second by callee",
+            "Calls this service makes, by the service or system that answered them (the"
+            " collector's service graph: other EXAI services, Redis, the database, a"
+            " provider's API).",
+            [
+                prom(
+                    rate_sum(GRAPH_TOTAL, GRAPH_CLIENT, labels=BY_EDGE),
+                    "{{client}} → {{server}}",
+                )
+            ],
             unit="reqps",
-            span=12,
         ),
-        latency_panel(
-            "Outgoing call p95 by span",
-            "95th percentile of client span durations (all spans).",
-            plotted=quantile(0.95, LATENCY, SERVICE, ENV, CLIENT, labels=BY_SPAN),
-            exemplars=quantile(0.95, KEPT_LATENCY, SERVICE, ENV, CLIENT, labels=BY_SPAN),
-            legend="{{span_name}}",
-            span=12,
+        timeseries_panel(
+            "Outgoing call failure ratio by callee",
+            "Share of those calls that failed (client or server span with an error); 0 when"
+            " none fail.",
+            [
+                prom(
+                    f"(\n  {rate_sum(GRAPH_FAILED, GRAPH_CLIENT, labels=BY_EDGE)}\n  or\n"
+                    f"  {rate_sum(GRAPH_TOTAL, GRAPH_CLIENT, labels=BY_EDGE)} * 0\n)\n/\n"
+                    f"{rate_sum(GRAPH_TOTAL, GRAPH_CLIENT, labels=BY_EDGE)}",
+                    "{{client}} → {{server}}",
+                )
+            ],
+            unit="percentunit",
+            nan=NO_TRAFFIC,
+        ),
+        timeseries_panel(
+            "Outgoing call p95 by callee",
+            "95th percentile of the calls' duration as the caller saw it (client span).",
+            [
+                prom(
+                    quantile(0.95, GRAPH_LATENCY, GRAPH_CLIENT, labels=BY_EDGE),
+                    "{{client}} → {{server}}",
+                )
+            ],
+            unit="s",
+            nan=NO_TRAFFIC,
         ),
     ]
 
     stores = [
         timeseries_panel(
             "DB and Redis commands per second",
-            "Client spans of the durable store (SQL statements) and of the cache (Redis commands).",
+            "Client spans with a db.system.name: the durable store (SQL statements, Supabase"
+            " REST requests) and the cache (Redis commands), by system and operation.",
             [
                 prom(
-                    rate_sum(CALLS, SERVICE, ENV, CLIENT, STORE_SPANS, labels=BY_SPAN),
-                    "{{span_name}}",
+                    rate_sum(CALLS, SERVICE, ENV, CLIENT, STORE_SPANS, labels=BY_STORE),
+                    "{{db_system_name}} {{span_name}}",
                 )
             ],
             unit="ops",
@@ -122,20 +164,21 @@ def service_dashboard() -> Dashboard:
             "Share of DB and Redis client spans with status ERROR; 0 when none fail.",
             [
                 prom(
-                    ratio(CALLS, [ERROR], [SERVICE, ENV, CLIENT, STORE_SPANS], labels=BY_SPAN),
-                    "{{span_name}}",
+                    ratio(CALLS, [ERROR], [SERVICE, ENV, CLIENT, STORE_SPANS], labels=BY_STORE),
+                    "{{db_system_name}} {{span_name}}",
                 )
             ],
             unit="percentunit",
+            nan=NO_TRAFFIC,
         ),
         latency_panel(
             "DB and Redis p95 latency",
             "95th percentile of DB and Redis client span durations (all spans).",
-            plotted=quantile(0.95, LATENCY, SERVICE, ENV, CLIENT, STORE_SPANS, labels=BY_SPAN),
+            plotted=quantile(0.95, LATENCY, SERVICE, ENV, CLIENT, STORE_SPANS, labels=BY_STORE),
             exemplars=quantile(
-                0.95, KEPT_LATENCY, SERVICE, ENV, CLIENT, STORE_SPANS, labels=BY_SPAN
+                0.95, KEPT_LATENCY, SERVICE, ENV, CLIENT, STORE_SPANS, labels=BY_STORE
             ),
-            legend="{{span_name}}",
+            legend="{{db_system_name}} {{span_name}}",
         ),
     ]
 
@@ -170,12 +213,73 @@ def service_dashboard() -> Dashboard:
         ),
     ]
 
+    # opentelemetry-instrumentation-system-metrics (process.* only), per process. Gauges
+    # count running processes only: a restarted process's old series keep their last
+    # value in Prometheus for 5 minutes.
+    process = [
+        timeseries_panel(
+            "CPU (cores) by process",
+            "process.cpu.time per second, user + system: 1 = one core busy.",
+            [
+                prom(
+                    rate_sum("process_cpu_time_seconds_total", SERVICE, ENV, labels=BY_INSTANCE),
+                    "{{service_name}} {{service_instance_id}}",
+                )
+            ],
+            unit="short",
+            span=6,
+        ),
+        timeseries_panel(
+            "Memory (RSS) by process",
+            "process.memory.usage: resident set size.",
+            [
+                prom(
+                    f"sum by (service_name, service_instance_id) "
+                    f"({live(f'process_memory_usage_bytes{PROCESS}')})",
+                    "{{service_name}} {{service_instance_id}}",
+                )
+            ],
+            unit="bytes",
+            span=6,
+        ),
+        timeseries_panel(
+            "GC collections per second by generation",
+            "cpython.gc.collections: frequent generation-2 collections mean a growing heap.",
+            [
+                prom(
+                    rate_sum(
+                        "cpython_gc_collections_total",
+                        SERVICE,
+                        ENV,
+                        labels=["service_name", "cpython_gc_generation"],
+                    ),
+                    "{{service_name}} gen {{cpython_gc_generation}}",
+                )
+            ],
+            unit="ops",
+            span=6,
+        ),
+        timeseries_panel(
+            "Open file descriptors by process",
+            "process.open_file_descriptor.count: sockets and files; a steady climb is a leak.",
+            [
+                prom(
+                    f"sum by (service_name, service_instance_id) "
+                    f"({live(f'process_open_file_descriptor_count{PROCESS}')})",
+                    "{{service_name}} {{service_instance_id}}",
+                )
+            ],
+            span=6,
+        ),
+    ]
+
     builder = (
         base(
             "exai-service",
             "EXAI service drill-down",
-            "One service (or all): RED by span and route, outgoing calls, DB and Redis,"
-            " latency heatmap, payload sizes.",
+            "One service (or all): RED by span and route, outgoing calls by callee, DB and"
+            " Redis, latency heatmap, payload sizes, process CPU, memory, GC and file"
+            " descriptors.",
         )
         .with_variable(
             label_values_variable(
@@ -198,8 +302,10 @@ def service_dashboard() -> Dashboard:
         builder,
         [
             ("RED (server spans)", red),
-            ("Outgoing calls (client spans)", outgoing),
+            ("Outgoing calls by callee (service graph)", outgoing),
             ("DB and Redis (client spans)", stores),
             ("Payload", payload),
+            ("Process", process),
         ],
+        explore_service="$service",
     )

@@ -3,29 +3,38 @@
 Shape (stable; add fields, never rename)::
 
     {"correlation_id": …, "trace_store": {"kind", "url"}, "log_source": {"kind", "location"},
+     "trace_status": "found" | "not_stored_yet" | "sampled_out",
+     "truncated": {"traces": bool, "logs": bool, "limit": int},
      "traces": [{"trace_id", "start_time", "duration_ms", "services", "span_count",
-                 "error_count", "spans": [{"trace_id", "span_id", "parent_span_id",
+                 "error_count", "links": {"grafana"?, "jaeger"?},
+                 "spans": [{"trace_id", "span_id", "parent_span_id",
                  "depth", "service", "name", "kind", "start_time_unix_nano",
-                 "end_time_unix_nano", "offset_ms", "duration_ms", "status",
+                 "end_time_unix_nano", "offset_ms", "duration_ms", "skew_ms", "status",
                  "status_message", "attributes", "events"}]}],
      "logs": [{"time_unix_nano", "time", "service", "severity", "body", "trace_id",
                "span_id", "span_name", "attributes"}],
      "warnings": [...]}
 
-Spans are in waterfall order (depth-first), so ``depth`` is enough to draw the tree.
+Spans are in waterfall order (depth-first), so ``depth`` is enough to draw the tree;
+every span is listed (the terminal view folds long runs, the document never does).
+``skew_ms`` is null, or how far the span lies outside its parent (see
+:mod:`exai_cli.skew`). ``truncated`` says whether ``--limit`` (traces) or the log
+source's own limit (logs) cut the answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from exai_cli.render import tree_rows, utc
+from exai_cli.skew import skews
+from exai_cli.style import utc
+from exai_cli.tree import span_rows
 from exai_cli.types import JsonObject, LogRecord, Span, Trace
 
 _MS = 1e6
 
 
-def _span(span: Span, depth: int, trace_start_ns: int) -> JsonObject:
+def _span(span: Span, depth: int, trace_start_ns: int, skew_ns: int | None) -> JsonObject:
     return {
         "trace_id": span.trace_id,
         "span_id": span.span_id,
@@ -38,6 +47,7 @@ def _span(span: Span, depth: int, trace_start_ns: int) -> JsonObject:
         "end_time_unix_nano": span.end_ns,
         "offset_ms": (span.start_ns - trace_start_ns) / _MS,
         "duration_ms": span.duration_ns / _MS,
+        "skew_ms": skew_ns / _MS if skew_ns else None,
         "status": span.status.value,
         "status_message": span.status_message,
         "attributes": dict(span.attributes),
@@ -48,7 +58,8 @@ def _span(span: Span, depth: int, trace_start_ns: int) -> JsonObject:
     }
 
 
-def _trace(trace: Trace) -> JsonObject:
+def _trace(trace: Trace, links: Mapping[str, str]) -> JsonObject:
+    skew = skews(trace)
     return {
         "trace_id": trace.trace_id,
         "start_time": utc(trace.start_ns),
@@ -56,7 +67,11 @@ def _trace(trace: Trace) -> JsonObject:
         "services": trace.services,
         "span_count": len(trace.spans),
         "error_count": trace.error_count,
-        "spans": [_span(row.span, row.depth, trace.start_ns) for row in tree_rows(trace)],
+        "links": {name.lower(): url for name, url in links.items()},
+        "spans": [
+            _span(row.span, row.depth, trace.start_ns, skew.get(row.span.span_id))
+            for row in span_rows(trace)
+        ],
     }
 
 
@@ -82,13 +97,18 @@ def document(
     trace_store: JsonObject,
     log_source: JsonObject | None,
     warnings: Sequence[str],
+    trace_status: str = "found",
+    truncated: JsonObject | None = None,
+    links: Mapping[str, Mapping[str, str]] | None = None,
 ) -> JsonObject:
     span_names = {s.span_id: s.name for t in traces for s in t.spans}
     return {
         "correlation_id": correlation_id,
         "trace_store": trace_store,
         "log_source": log_source,
-        "traces": [_trace(t) for t in traces],
+        "trace_status": trace_status,
+        "truncated": truncated or {"traces": False, "logs": False},
+        "traces": [_trace(t, (links or {}).get(t.trace_id, {})) for t in traces],
         "logs": [_log(r, span_names) for r in sorted(logs, key=lambda r: r.time_ns)],
         "warnings": list(warnings),
     }

@@ -22,6 +22,12 @@ class BadResponse(ExaiCliError):
     """The source answered with something its API does not document."""
 
 
+class BadUsage(ExaiCliError):
+    """A setting the CLI reads from the environment is malformed."""
+
+    exit_code = 2
+
+
 class NotFound(ExaiCliError):
     """Nothing carries the correlation ID (yet)."""
 

@@ -23,6 +23,7 @@ from exai_cli.fetch import display_url, get_json
 from exai_cli.types import (
     CORRELATION_ATTRIBUTE,
     AttributeValue,
+    SearchResult,
     Span,
     SpanEvent,
     SpanKind,
@@ -35,6 +36,8 @@ DEFAULT_URL = "http://127.0.0.1:16686"
 # Tags Jaeger derives from OTLP span fields; they become Span.kind / Span.status here.
 _FIELD_TAGS = frozenset({"span.kind", "otel.status_code", "otel.status_description", "error"})
 _US = 1000
+# From the page Jaeger serves at "/" when built without its UI.
+_UI_PLACEHOLDER = "placeholder for the Jaeger UI"
 
 
 def _tag_value(tag: dict[str, Any]) -> AttributeValue:
@@ -142,11 +145,25 @@ class JaegerStore:
             raise BadResponse(f"{self.label}: /api/services has no service list")
         return sorted(str(s) for s in data)
 
-    def find(self, correlation_id: str, since_s: float, limit: int = 20) -> list[Trace]:
+    def serves_ui(self) -> bool:
+        """Whether this Jaeger has its web UI. A build without the UI assets (the
+        Go-module build) answers "/" with a placeholder page instead."""
+        try:
+            response = self._http.get("/")
+        except httpx.HTTPError:
+            return False
+        return (
+            response.status_code == 200
+            and "html" in response.headers.get("content-type", "")
+            and _UI_PLACEHOLDER not in response.text
+        )
+
+    def find(self, correlation_id: str, since_s: float, limit: int = 20) -> SearchResult:
         end_us = int(time.time() * 1_000_000)
         start_us = end_us - int(since_s * 1_000_000)
         tags = json.dumps({CORRELATION_ATTRIBUTE: correlation_id})
         found: list[Trace] = []
+        truncated = False
         for service in self.services():
             payload = get_json(
                 self._http,
@@ -160,5 +177,16 @@ class JaegerStore:
                 },
                 source=self.label,
             )
-            found += parse_jaeger_traces(payload)
-        return merge_traces(found)
+            traces = parse_jaeger_traces(payload)
+            # Jaeger answers at most `limit` traces per search: a full answer may be cut.
+            truncated = truncated or len(traces) >= limit
+            found += traces
+        return SearchResult(merge_traces(found), truncated)
+
+    def get(self, trace_id: str) -> Trace | None:
+        """The trace with this ID; None when Jaeger does not have it."""
+        payload = get_json(
+            self._http, f"/api/traces/{trace_id}", None, source=self.label, missing_ok=True
+        )
+        traces = parse_jaeger_traces(payload) if payload is not None else []
+        return traces[0] if traces else None

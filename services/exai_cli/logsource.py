@@ -8,7 +8,9 @@
   ``{service_name=~".+"} | exai_correlation_id = "…"`` over ``/loki/api/v1/query_range``.
 
 Both return :class:`~exai_cli.types.LogRecord` in time order: the records carrying the
-correlation ID, plus any record of the found traces (by trace ID) that lacks it.
+correlation ID, plus every record of the given trace IDs (the found traces, and the
+argument when it is a trace ID), which finds the lines of a trace that tail sampling
+dropped, and lines logged without the correlation attribute.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class FileLogSource:
         self.label = f"log file {path}"
         self.location = str(path)
         self.skipped_lines = 0
+        self.truncated = False  # the file is read whole
 
     def files(self) -> list[Path]:
         rotated = sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"))
@@ -129,8 +132,11 @@ class FileLogSource:
         return sorted(found, key=lambda r: r.time_ns)
 
 
-def logql(correlation_id: str) -> str:
-    return f'{{service_name=~".+"}} | {_LOKI_CORRELATION} = {quote(correlation_id)}'
+def logql(correlation_id: str, trace_ids: Collection[str] = ()) -> str:
+    """Lines carrying the correlation ID, or any of the trace IDs (structured metadata)."""
+    matches = [f"{_LOKI_CORRELATION} = {quote(correlation_id)}"]
+    matches += [f"trace_id = {quote(t)}" for t in sorted(trace_ids)]
+    return '{service_name=~".+"} | ' + " or ".join(matches)
 
 
 def _loki_record(labels: dict[str, Any], timestamp: object, line: object) -> LogRecord:
@@ -179,12 +185,14 @@ def parse_loki(payload: object) -> list[LogRecord]:
 class LokiLogSource:
     kind = "loki"
 
-    def __init__(self, http: httpx.Client, url: str) -> None:
+    def __init__(self, http: httpx.Client, url: str, limit: int = LOKI_LIMIT) -> None:
         self._http = http
         self.url = url
+        self.limit = limit
         self.label = f"Loki at {display_url(url)}"
         self.location = display_url(url)
         self.skipped_lines = 0
+        self.truncated = False
 
     def find(
         self, correlation_id: str, trace_ids: Collection[str], since_s: float
@@ -194,15 +202,18 @@ class LokiLogSource:
             self._http,
             "/loki/api/v1/query_range",
             {
-                "query": logql(correlation_id),
+                "query": logql(correlation_id, trace_ids),
                 "start": end_ns - int(since_s * 1e9),
                 "end": end_ns,
-                "limit": LOKI_LIMIT,
+                "limit": self.limit,
                 "direction": "forward",
             },
             source=self.label,
         )
-        return parse_loki(payload)
+        records = parse_loki(payload)
+        # Loki stops at `limit` lines; the oldest come first, so the newest are missing.
+        self.truncated = len(records) >= self.limit
+        return records
 
 
 def by_trace(

@@ -1,8 +1,9 @@
 """The `exai` console script. One command today: `exai trace <correlation-id>`.
 
-Exit status: 0 found; 1 nothing carries the correlation ID; 2 bad usage; 3 a trace
-store or log source is unreachable or answered nonsense. Every failure is one line on
-stderr, never a traceback.
+Exit status: 0 found; 1 nothing carries the ID; 2 bad usage; 3 a trace store or log
+source is unreachable or answered nonsense; 4 only log lines, the trace was sampled out;
+5 only log lines, the trace may not be stored yet. Every failure is one line on stderr,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -11,29 +12,34 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TextIO
 
-import httpx
-
-from exai_cli import jaeger, logsource, tempo
+from exai_cli import jaeger, links, logsource, sampling, tempo
 from exai_cli.document import document
-from exai_cli.errors import ExaiCliError, NotFound, SourceUnavailable
-from exai_cli.fetch import display_url, new_client
-from exai_cli.render import Style, render
-from exai_cli.types import CORRELATION_ATTRIBUTE, LogRecord, Trace
+from exai_cli.durations import human_duration, parse_duration, parse_go_duration
+from exai_cli.errors import BadUsage, ExaiCliError, NotFound
+from exai_cli.fetch import display_url
+from exai_cli.render import Style, View, render
+from exai_cli.search import (
+    ENV_JAEGER,
+    ENV_LOKI,
+    ENV_TEMPO,
+    Collected,
+    LogSource,
+    Sources,
+    TraceStore,
+    argument_trace_id,
+    collect,
+)
+from exai_cli.tree import DEFAULT_COLLAPSE_AFTER
+from exai_cli.types import CORRELATION_ATTRIBUTE, JsonObject, Trace
 
-ENV_JAEGER = "EXAI_JAEGER_URL"
-ENV_TEMPO = "EXAI_TEMPO_URL"
-ENV_LOKI = "EXAI_LOKI_URL"
-POLL_INTERVAL_S = 1.0
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+__all__ = ["build_parser", "human_duration", "main", "parse_duration"]
 
 EPILOG = f"""\
 where it looks:
@@ -47,46 +53,12 @@ where it looks:
   --backend auto uses Tempo when only ${ENV_TEMPO} is set, else Jaeger, else Tempo.
 
 exit status: 0 found, 1 nothing found, 2 bad usage, 3 trace store or log source
-unreachable. Traces are stored a few seconds after a call (the collector's tail
-sampling decides then); --wait polls until the trace appears.
+unreachable, 4 only log lines: the trace was sampled out, 5 only log lines: the trace
+may not be stored yet. Traces are stored once the collector's tail sampling has decided:
+${sampling.ENV_AFTER_ROOT} (default {sampling.DEFAULT_AFTER_ROOT}) after a call's root span,
+at most ${sampling.ENV_DECISION_WAIT} (default {sampling.DEFAULT_DECISION_WAIT}) after its
+first span; --wait polls until the trace appears.
 """
-
-
-class TraceStore(Protocol):
-    kind: str
-    url: str
-    label: str
-
-    def probe(self) -> None: ...
-
-    def find(self, correlation_id: str, since_s: float, limit: int = ...) -> list[Trace]: ...
-
-
-class LogSource(Protocol):
-    kind: str
-    label: str
-    location: str
-    skipped_lines: int
-
-    def find(
-        self, correlation_id: str, trace_ids: Collection[str], since_s: float
-    ) -> list[LogRecord]: ...
-
-
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `15m`, `1h`, `2d` → seconds."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 15m, 1h, 2d)")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
-
-
-def human_duration(seconds: float) -> str:
-    """The largest whole unit: 3600 → `1h`, 90 → `90s`."""
-    for unit in ("d", "h", "m"):
-        if seconds >= _UNIT_S[unit] and seconds % _UNIT_S[unit] == 0:
-            return f"{seconds / _UNIT_S[unit]:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,16 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     trace = commands.add_parser(
         "trace",
-        help="show every span and log line of a request, by correlation ID",
+        help="show every span and log line of a request, by correlation ID or trace ID",
         description=(
-            f"Find the trace(s) whose spans carry {CORRELATION_ATTRIBUTE}=<id>, print a "
-            "waterfall of every span across services (durations, status, retries, key "
-            "attributes), then the request's log lines."
+            f"Find the trace(s) whose spans carry {CORRELATION_ATTRIBUTE}=<id> (or the trace"
+            " with that ID, for 32 hex characters), print a waterfall of every span across"
+            " services (durations, status, retries, clock skew, key attributes), then the"
+            " request's log lines."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    trace.add_argument("correlation_id", metavar="CORRELATION_ID")
+    trace.add_argument("correlation_id", metavar="ID", help="correlation ID, or trace ID")
     trace.add_argument("--backend", choices=("auto", "jaeger", "tempo"), default="auto")
     trace.add_argument("--jaeger-url", help=f"default ${ENV_JAEGER} or {jaeger.DEFAULT_URL}")
     trace.add_argument("--tempo-url", help=f"default ${ENV_TEMPO} or {tempo.DEFAULT_URL}")
@@ -135,7 +108,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="poll until the trace appears, for up to this long (default: ask once)",
     )
+    trace.add_argument(
+        "--decision-wait",
+        type=parse_go_duration,
+        metavar="DURATION",
+        help=(
+            "the collector's tail-sampling decision_wait (5s, 2m10s): younger log lines"
+            f" without a trace mean 'not stored yet'; default ${sampling.ENV_DECISION_WAIT}"
+            f" or {sampling.DEFAULT_DECISION_WAIT}"
+        ),
+    )
     trace.add_argument("--limit", type=int, default=20, help="most traces per search (20)")
+    trace.add_argument(
+        "--collapse",
+        type=int,
+        default=DEFAULT_COLLAPSE_AFTER,
+        metavar="N",
+        help=f"fold more than N same-name spans under one parent ({DEFAULT_COLLAPSE_AFTER})",
+    )
+    trace.add_argument("--expand", action="store_true", help="draw every span, fold nothing")
+    trace.add_argument(
+        "--grafana-url",
+        help=f"for the trace's link: default ${links.ENV_GRAFANA}, or {links.DEFAULT_GRAFANA_URL}"
+        " with Tempo",
+    )
     trace.add_argument("--json", action="store_true", help="print a JSON document instead")
     trace.add_argument(
         "--color",
@@ -167,96 +163,22 @@ def _style(args: argparse.Namespace, stream: TextIO) -> Style:
     )
 
 
-class Sources:
-    """The trace store and log source chosen from flags and environment."""
+def _window(args: argparse.Namespace) -> sampling.DecisionWindow:
+    def read(name: str, default: str) -> float:
+        try:
+            return parse_go_duration(os.environ.get(name) or default)
+        except argparse.ArgumentTypeError as exc:
+            raise BadUsage(f"${name}: {exc}") from exc
 
-    def __init__(self, args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
-        self._args = args
-        self._stack = stack
-
-    def _client(self, url: str) -> httpx.Client:
-        return self._stack.enter_context(new_client(url, self._args.timeout))
-
-    def _jaeger(self) -> jaeger.JaegerStore:
-        url = self._args.jaeger_url or os.environ.get(ENV_JAEGER) or jaeger.DEFAULT_URL
-        return jaeger.JaegerStore(self._client(url), url)
-
-    def _tempo(self) -> tempo.TempoStore:
-        url = self._args.tempo_url or os.environ.get(ENV_TEMPO) or tempo.DEFAULT_URL
-        return tempo.TempoStore(self._client(url), url)
-
-    def trace_store(self) -> TraceStore:
-        args = self._args
-        if args.backend == "jaeger":
-            return self._jaeger()
-        if args.backend == "tempo":
-            return self._tempo()
-        jaeger_set = bool(args.jaeger_url or os.environ.get(ENV_JAEGER))
-        tempo_set = bool(args.tempo_url or os.environ.get(ENV_TEMPO))
-        order: list[Callable[[], TraceStore]] = (
-            [self._tempo, self._jaeger]
-            if tempo_set and not jaeger_set
-            else [self._jaeger, self._tempo]
-        )
-        reasons = []
-        for make in order:
-            store = make()
-            try:
-                store.probe()
-            except ExaiCliError as exc:
-                reasons.append(str(exc))
-                continue
-            return store
-        raise SourceUnavailable("no trace store answered: " + "; ".join(reasons))
-
-    def log_source(self, store: TraceStore) -> LogSource | None:
-        choice = self._args.logs
-        if choice == "auto":
-            choice = "loki" if store.kind == "tempo" else "file"
-        if choice == "none":
-            return None
-        if choice == "loki":
-            url = self._args.loki_url or os.environ.get(ENV_LOKI) or logsource.DEFAULT_LOKI_URL
-            return logsource.LokiLogSource(self._client(url), url)
-        return logsource.FileLogSource(self._args.log_file or logsource.default_log_file())
+    wait = args.decision_wait
+    if wait is None:
+        wait = read(sampling.ENV_DECISION_WAIT, sampling.DEFAULT_DECISION_WAIT)
+    return sampling.DecisionWindow(wait, read(sampling.ENV_AFTER_ROOT, sampling.DEFAULT_AFTER_ROOT))
 
 
-def _find_logs(
-    source: LogSource | None, args: argparse.Namespace, traces: list[Trace], warnings: list[str]
-) -> list[LogRecord]:
-    if source is None:
-        return []
-    trace_ids = {t.trace_id for t in traces}
-    try:
-        records = source.find(args.correlation_id, trace_ids, args.since)
-    except ExaiCliError as exc:
-        warnings.append(f"no log lines: {exc}")
-        return []
-    if source.skipped_lines:
-        warnings.append(f"{source.skipped_lines} unreadable line(s) in {source.label} skipped")
-    return records
-
-
-def collect(
-    store: TraceStore, source: LogSource | None, args: argparse.Namespace
-) -> tuple[list[Trace], list[LogRecord], list[str]]:
-    """Traces and log lines; with --wait, poll until a trace appears and stops growing.
-
-    Logs usually land before the trace (the collector stores a trace only once tail
-    sampling has decided), so only a trace ends the wait; one more poll then picks up
-    spans and lines still in flight.
-    """
-    deadline = time.monotonic() + args.wait
-    seen: tuple[int, int] | None = None
-    while True:
-        warnings: list[str] = []
-        traces = store.find(args.correlation_id, args.since, args.limit)
-        logs = _find_logs(source, args, traces, warnings)
-        size = (sum(len(t.spans) for t in traces), len(logs))
-        if args.wait <= 0 or time.monotonic() >= deadline or (traces and size == seen):
-            return traces, logs, warnings
-        seen = size if traces else None
-        time.sleep(min(POLL_INTERVAL_S, max(deadline - time.monotonic(), 0)))
+def _subject(args: argparse.Namespace) -> str:
+    prefix = "trace_id or " if argument_trace_id(args) else ""
+    return f"{prefix}{CORRELATION_ATTRIBUTE}={args.correlation_id}"
 
 
 def _not_found(store: TraceStore, args: argparse.Namespace, warnings: list[str]) -> NotFound:
@@ -267,26 +189,67 @@ def _not_found(store: TraceStore, args: argparse.Namespace, warnings: list[str])
         else "; ordinary calls are sampled (EXAI_TRACE_SAMPLE_PERCENT), failures are always kept"
     )
     also = f" ({'; '.join(warnings)})" if warnings else ""
+    subject = _subject(args).replace(f"={args.correlation_id}", f"={args.correlation_id!r}")
     return NotFound(
-        f"no trace carries {CORRELATION_ATTRIBUTE}={args.correlation_id!r} in {store.label}"
+        f"no trace carries {subject} in {store.label}"
         f" (last {human_duration(args.since)}){waited}{hint}{also}"
     )
 
 
+def _links(
+    args: argparse.Namespace, store: TraceStore, traces: Sequence[Trace]
+) -> dict[str, dict[str, str]]:
+    """Per trace: where to open it. Grafana when configured (or with Tempo, compose's
+    store); Jaeger when the Jaeger read serves its UI (the no-Docker build does not)."""
+    if not traces:
+        return {}
+    grafana = args.grafana_url or os.environ.get(links.ENV_GRAFANA)
+    if not grafana and store.kind == "tempo":
+        grafana = links.DEFAULT_GRAFANA_URL
+    uid = os.environ.get(links.ENV_GRAFANA_TEMPO_UID) or links.DEFAULT_TEMPO_UID
+    jaeger_ui = isinstance(store, jaeger.JaegerStore) and store.serves_ui()
+    found: dict[str, dict[str, str]] = {}
+    for trace in traces:
+        own = found.setdefault(trace.trace_id, {})
+        if grafana:
+            own["Grafana"] = links.grafana_trace_url(display_url(grafana), trace, uid)
+        if jaeger_ui:
+            own["Jaeger"] = links.jaeger_trace_url(display_url(store.url), trace.trace_id)
+    return found
+
+
+def _truncation(args: argparse.Namespace, found: Collected, source: LogSource | None) -> list[str]:
+    notes = []
+    if found.traces_truncated:
+        notes.append(
+            f"--limit {args.limit} reached: more traces may carry this ID"
+            " (raise --limit, or narrow --since)"
+        )
+    if found.logs_truncated and source is not None:
+        notes.append(
+            f"{source.label} returned as many log lines as it allows: later ones are missing"
+        )
+    return notes
+
+
 def trace_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    window = _window(args)
     with contextlib.ExitStack() as stack:
         sources = Sources(args, stack)
         store = sources.trace_store()
         source = sources.log_source(store)
-        traces, logs, warnings = collect(store, source, args)
+        found = collect(store, source, args, window)
+        trace_links = _links(args, store, found.traces)
+    traces, logs, warnings = found.traces, found.logs, found.warnings
     if not traces and not logs:
         raise _not_found(store, args, warnings)
+    status, code = sampling.TraceStatus.FOUND, 0
     if not traces:
-        warnings.append(
-            f"no trace stored in {store.label}; showing log lines only (the trace may have"
-            " been sampled out, or not be stored yet: --wait)"
-        )
-    for warning in warnings:
+        verdict = sampling.judge(logs, time.time_ns(), window)
+        warnings.append(f"{verdict.message} (searched {store.label})")
+        status, code = verdict.status, verdict.exit_code
+    notes = _truncation(args, found, source)
+    for warning in [*warnings, *(f"truncated: {n}" for n in notes)]:
         print(f"exai: warning: {warning}", file=err)
     if args.json:
         doc = document(
@@ -295,13 +258,25 @@ def trace_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             logs,
             trace_store={"kind": store.kind, "url": display_url(store.url)},
             log_source={"kind": source.kind, "location": source.location} if source else None,
-            warnings=warnings,
+            warnings=[*warnings, *notes],
+            trace_status=status.value,
+            truncated=_truncated(args, found),
+            links=trace_links,
         )
         out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     else:
-        out.write(render(args.correlation_id, traces, logs, _style(args, out)))
+        view = View(
+            collapse_after=None if args.expand or args.collapse <= 0 else args.collapse,
+            links=trace_links,
+            truncated=notes,
+        )
+        out.write(render(_subject(args), traces, logs, _style(args, out), view))
     out.flush()
-    return 0
+    return code
+
+
+def _truncated(args: argparse.Namespace, found: Collected) -> JsonObject:
+    return {"traces": found.traces_truncated, "logs": found.logs_truncated, "limit": args.limit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,114 +6,35 @@
       +0 µs    2.61 s  ▕██████████████████████████▏ ws-gateway      ws call_tool chat  server  …
     +1.2 ms   15.0 ms  ▕█                         ▏ ws-gateway      ├─ GET  client  …
 
-Then the trace's log lines in time order, each with the span it was logged in. Colour
-(one per service; errors and alarming attributes in red/yellow) only when asked: the
-caller decides from the TTY and ``NO_COLOR``. Pure: strings in, a string out.
+Then the trace's log lines in time order, each with the span it was logged in (see
+:mod:`exai_cli.logview`). Colour (one per service; errors and alarming attributes in
+red/yellow) only when asked: the caller decides from the TTY and ``NO_COLOR``. Pure:
+strings in, a string out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
+from exai_cli.logview import render_logs
+from exai_cli.skew import skews
+from exai_cli.style import BOLD, DIM, RED, YELLOW, Style, duration, service_colours, signed, utc
 from exai_cli.summary import Detail, details, error_lines
-from exai_cli.types import LogRecord, Span, SpanKind, Trace
+from exai_cli.tree import DEFAULT_COLLAPSE_AFTER, Folded, Row, tree_rows
+from exai_cli.types import LogRecord, SpanKind, Trace
 
-_RESET = "\x1b[0m"
-_BOLD, _DIM, _RED, _YELLOW = "1", "2", "31", "33"
-_SERVICE_COLOURS = ("36", "35", "34", "32", "96", "95", "94", "92")
-_SEVERITY_COLOURS = {"FATAL": "1;31", "ERROR": "31", "WARN": "33", "DEBUG": "2"}
-DEFAULT_BAR_WIDTH = 32
+__all__ = ["Style", "View", "bar", "duration", "render", "render_trace"]
 
 
 @dataclass(frozen=True)
-class Style:
-    colour: bool = False
-    unicode: bool = True
-    bar_width: int = DEFAULT_BAR_WIDTH
+class View:
+    """What the caller decides beyond the data: folding, links, incompleteness notes."""
 
-    def paint(self, text: str, code: str | None) -> str:
-        if not self.colour or not code or not text:
-            return text
-        return f"\x1b[{code}m{text}{_RESET}"
-
-    @property
-    def block(self) -> str:
-        return "█" if self.unicode else "#"
-
-    @property
-    def frame(self) -> tuple[str, str]:
-        return ("▕", "▏") if self.unicode else ("|", "|")
-
-    def branch(self, last: bool) -> str:
-        if self.unicode:
-            return "└─ " if last else "├─ "
-        return "`- " if last else "|- "
-
-    def stem(self, last: bool) -> str:
-        return "   " if last else ("│  " if self.unicode else "|  ")
-
-    @property
-    def micro(self) -> str:
-        return "µs" if self.unicode else "us"
-
-
-def duration(ns: int, style: Style = Style()) -> str:
-    if ns < 1_000_000:
-        return f"{ns / 1000:.0f} {style.micro}"
-    if ns < 1_000_000_000:
-        return f"{ns / 1e6:.1f} ms"
-    return f"{ns / 1e9:.2f} s"
-
-
-def utc(ns: int) -> str:
-    stamp = datetime.fromtimestamp(ns / 1e9, tz=UTC)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def service_colours(services: Iterable[str]) -> dict[str, str]:
-    """A stable colour per service, in order of first appearance."""
-    ordered = list(dict.fromkeys(services))
-    return {s: _SERVICE_COLOURS[i % len(_SERVICE_COLOURS)] for i, s in enumerate(ordered)}
-
-
-@dataclass(frozen=True)
-class Row:
-    span: Span
-    depth: int
-    branch: str  # tree drawing before the span's name
-    continuation: str  # tree drawing before the lines under it
-
-
-def tree_rows(trace: Trace, style: Style = Style()) -> list[Row]:
-    """Spans in waterfall order: depth-first, children by start time.
-
-    A span whose parent is not in the trace (not exported, or dropped) is drawn as a
-    root of its own rather than hidden.
-    """
-    ids = {s.span_id for s in trace.spans}
-    children: dict[str, list[Span]] = {}
-    for span in trace.spans:
-        if span.parent_span_id in ids:
-            children.setdefault(span.parent_span_id or "", []).append(span)
-    for siblings in children.values():
-        siblings.sort(key=lambda s: (s.start_ns, s.span_id))
-    rows: list[Row] = []
-    # Iterative depth-first walk: (span, depth, lead, is_last, is_root)
-    stack: list[tuple[Span, int, str, bool, bool]] = [
-        (root, 0, "", True, True) for root in reversed(trace.roots)
-    ]
-    while stack:
-        span, depth, lead, last, root = stack.pop()
-        branch = "" if root else lead + style.branch(last)
-        below = "" if root else lead + style.stem(last)
-        kids = children.get(span.span_id, [])
-        rows.append(Row(span, depth, branch, below + (style.stem(False) if kids else "   ")))
-        for i in reversed(range(len(kids))):
-            stack.append((kids[i], depth + 1, below, i == len(kids) - 1, False))
-    return rows
+    collapse_after: int | None = DEFAULT_COLLAPSE_AFTER  # None: every span
+    links: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # trace ID → name → URL
+    truncated: Sequence[str] = ()  # why the answer may be incomplete
 
 
 def bar(offset_ns: int, duration_ns: int, total_ns: int, style: Style) -> str:
@@ -125,100 +46,124 @@ def bar(offset_ns: int, duration_ns: int, total_ns: int, style: Style) -> str:
 
 
 def _detail_text(items: Sequence[Detail], style: Style) -> str:
-    return "  ".join(style.paint(d.text, _YELLOW if d.alarm else _DIM) for d in items)
+    return "  ".join(style.paint(d.text, YELLOW if d.alarm else DIM) for d in items)
 
 
-def render_trace(trace: Trace, logs: Sequence[LogRecord], style: Style) -> str:
-    total = trace.duration_ns
-    colours = service_colours(trace.services)
-    width = max((len(s) for s in trace.services), default=7)
-    rows = tree_rows(trace, style)
+def _skew_detail(skew_ns: int | None, style: Style) -> list[Detail]:
+    return [Detail(f"skew {signed(skew_ns, style)}", alarm=True)] if skew_ns else []
+
+
+class _Lines:
+    """One trace's rows drawn against its time axis."""
+
+    def __init__(self, trace: Trace, style: Style) -> None:
+        self.trace = trace
+        self.style = style
+        self.colours = service_colours(trace.services)
+        self.width = max((len(s) for s in trace.services), default=7)
+        self.skews = skews(trace)
+
+    def columns(self, start_ns: int, duration_ns: int, colour: str, service: str) -> str:
+        style, trace = self.style, self.trace
+        offset = start_ns - trace.start_ns
+        left, right = style.frame
+        drawn = style.paint(bar(offset, duration_ns, trace.duration_ns, style), colour)
+        return (
+            f"{'+' + duration(offset, style):>10} {duration(duration_ns, style):>9}  "
+            f"{left}{drawn}{right}  "
+            f"{style.paint(service.ljust(self.width), self.colours[service])}  "
+        )
+
+    def span(self, row: Row) -> list[str]:
+        style, span = self.style, row.span
+        kind = "" if span.kind is SpanKind.UNSPECIFIED else span.kind.value
+        status = style.paint(" ERROR", f"{BOLD};{RED}") if span.is_error else ""
+        name = style.paint(span.name, f"{BOLD};{RED}" if span.is_error else None)
+        items = [*_skew_detail(self.skews.get(span.span_id), style), *details(span)]
+        extra = _detail_text(items, style)
+        if row.depth == 0 and span.parent_span_id is not None:
+            extra = style.paint("(parent span not stored)", DIM) + (f"  {extra}" if extra else "")
+        colour = RED if span.is_error else self.colours[span.service]
+        lines = [
+            self.columns(span.start_ns, span.duration_ns, colour, span.service)
+            + f"{row.branch}{name}  {style.paint(kind, DIM)}{status}"
+            + (f"  {extra}" if extra else "")
+        ]
+        indent = " " * (10 + 1 + 9 + 2 + style.bar_width + 2 + 2 + self.width + 2)
+        for message in error_lines(span) if span.is_error else []:
+            first, *rest = message.splitlines() or [""]
+            lines.append(indent + row.continuation + style.paint(f"! {first}", RED))
+            lines += [indent + row.continuation + "  " + style.paint(m, RED) for m in rest]
+        return lines
+
+    def folded(self, row: Folded) -> str:
+        style = self.style
+        service = row.spans[0].service
+        under = f", {row.below} spans under them" if row.below else ""
+        errors = f"{row.errors} error{'s' if row.errors != 1 else ''}"
+        text = f"{style.ellipsis} {len(row.spans)} more `{row.name}` spans ({errors}{under})"
+        return (
+            self.columns(
+                row.start_ns, row.end_ns - row.start_ns, RED if row.errors else DIM, service
+            )
+            + row.branch
+            + style.paint(text, YELLOW if row.errors else DIM)
+        )
+
+
+def _head(trace: Trace, style: Style) -> str:
     root = trace.roots[0]
     errors = trace.error_count
-    head = (
-        f"trace {trace.trace_id}  {root.service}: {root.name}  {duration(total, style)}  "
+    skewed = len(skews(trace))
+    return (
+        f"trace {trace.trace_id}  {root.service}: {root.name}  "
+        f"{duration(trace.duration_ns, style)}  "
         f"{len(trace.spans)} spans, {len(trace.services)} services"
         + (f", {errors} failed" if errors else "")
+        + (f", clock skew on {skewed}" if skewed else "")
         + f"  (started {utc(trace.start_ns)})"
     )
-    left, right = style.frame
-    end_label = duration(total, style)
-    axis = "0" + end_label.rjust(style.bar_width - 1)
-    lines = [
-        style.paint(head, _BOLD if not errors else f"{_BOLD};{_RED}"),
+
+
+def render_trace(trace: Trace, logs: Sequence[LogRecord], style: Style, view: View = View()) -> str:
+    draw = _Lines(trace, style)
+    head = _head(trace, style)
+    axis = "0" + duration(trace.duration_ns, style).rjust(style.bar_width - 1)
+    lines = [style.paint(head, BOLD if not trace.error_count else f"{BOLD};{RED}")]
+    lines += [f"open in {name}: {url}" for name, url in view.links.get(trace.trace_id, {}).items()]
+    lines += [
         "",
-        f"{'start':>10} {'duration':>9}  {' ' + axis + ' '}  {'service':<{width}}  span",
+        f"{'start':>10} {'duration':>9}  {' ' + axis + ' '}  {'service':<{draw.width}}  span",
     ]
-    indent = " " * (10 + 1 + 9 + 2 + style.bar_width + 2 + 2 + width + 2)
-    for row in rows:
-        span = row.span
-        offset = span.start_ns - trace.start_ns
-        colour = _RED if span.is_error else colours[span.service]
-        kind = "" if span.kind is SpanKind.UNSPECIFIED else span.kind.value
-        status = style.paint(" ERROR", f"{_BOLD};{_RED}") if span.is_error else ""
-        name = style.paint(span.name, f"{_BOLD};{_RED}" if span.is_error else None)
-        extra = _detail_text(details(span), style)
-        if row.depth == 0 and span.parent_span_id is not None:
-            extra = style.paint("(parent span not stored)", _DIM) + (f"  {extra}" if extra else "")
-        lines.append(
-            f"{'+' + duration(offset, style):>10} {duration(span.duration_ns, style):>9}  "
-            f"{left}{style.paint(bar(offset, span.duration_ns, total, style), colour)}{right}  "
-            f"{style.paint(span.service.ljust(width), colours[span.service])}  "
-            f"{row.branch}{name}  {style.paint(kind, _DIM)}{status}"
-            + (f"  {extra}" if extra else "")
-        )
-        for message in error_lines(span) if span.is_error else []:
-            lines.append(indent + row.continuation + style.paint(f"! {message}", _RED))
+    for row in tree_rows(trace, style, view.collapse_after):
+        if isinstance(row, Folded):
+            lines.append(draw.folded(row))
+        else:
+            lines += draw.span(row)
     if logs:
         lines += ["", *render_logs(logs, trace, style)]
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _severity(severity: str, style: Style) -> str:
-    short = {"WARNING": "WARN", "CRITICAL": "FATAL"}.get(severity, severity)
-    return style.paint(f"{short:<5}", _SEVERITY_COLOURS.get(short))
-
-
-def render_logs(logs: Sequence[LogRecord], trace: Trace | None, style: Style) -> list[str]:
-    """Log lines in time order: offset into the trace (or UTC time), level, service, span."""
-    spans = {s.span_id: s for s in trace.spans} if trace else {}
-    colours = service_colours([*(trace.services if trace else []), *(r.service for r in logs)])
-    width = max((len(r.service) for r in logs), default=7)
-    title = f"log lines ({len(logs)})" if trace else f"log lines of no stored trace ({len(logs)})"
-    lines = [style.paint(title, _BOLD)]
-    for record in sorted(logs, key=lambda r: r.time_ns):
-        when = (
-            f"{'+' + duration(max(record.time_ns - trace.start_ns, 0), style):>10}"
-            if trace
-            else utc(record.time_ns)
-        )
-        span = spans.get(record.span_id or "")
-        where = style.paint(f"[{span.name}]" if span else "[-]", _DIM)
-        body_lines = record.body.strip().splitlines() or [""]
-        more = (" …" if style.unicode else " ...") if len(body_lines) > 1 else ""
-        body = body_lines[0] + more
-        lines.append(
-            f"{when}  {_severity(record.severity, style)}  "
-            f"{style.paint(record.service.ljust(width), colours.get(record.service))}  "
-            f"{where} {body}"
-        )
-    return lines
-
-
 def render(
-    correlation_id: str,
+    subject: str,
     traces: Sequence[Trace],
     logs: Sequence[LogRecord],
     style: Style,
+    view: View = View(),
 ) -> str:
-    """The whole answer: each trace with its log lines, then any log line of no trace."""
+    """The whole answer: each trace with its log lines, then any log line of no trace.
+
+    `subject` names what was asked for (``exai.correlation_id=…``).
+    """
     trace_ids = {t.trace_id for t in traces}
     blocks = []
     for trace in traces:
         own = [r for r in logs if r.trace_id == trace.trace_id]
-        blocks.append(render_trace(trace, own, style))
+        blocks.append(render_trace(trace, own, style, view))
     stray = [r for r in logs if r.trace_id not in trace_ids]
     if stray:
         blocks.append("\n".join(render_logs(stray, None, style)))
-    title = f"exai.correlation_id={correlation_id}: {len(traces)} trace(s), {len(logs)} log line(s)"
-    return "\n\n".join([style.paint(title, _BOLD), *blocks]) + "\n"
+    title = style.paint(f"{subject}: {len(traces)} trace(s), {len(logs)} log line(s)", BOLD)
+    notes = [style.paint(f"TRUNCATED: {note}", f"{BOLD};{YELLOW}") for note in view.truncated]
+    return "\n\n".join(["\n".join([title, *notes]), *blocks]) + "\n"

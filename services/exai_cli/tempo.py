@@ -16,7 +16,7 @@ import httpx
 from exai_cli.errors import BadResponse
 from exai_cli.fetch import display_url, get_json, ping
 from exai_cli.otlp import parse_resource_spans
-from exai_cli.types import CORRELATION_ATTRIBUTE, Trace, merge_traces
+from exai_cli.types import CORRELATION_ATTRIBUTE, SearchResult, Trace, merge_traces
 
 DEFAULT_URL = "http://127.0.0.1:3200"
 
@@ -71,7 +71,7 @@ class TempoStore:
     def probe(self) -> None:
         ping(self._http, "/api/echo", source=self.label)
 
-    def find(self, correlation_id: str, since_s: float, limit: int = 20) -> list[Trace]:
+    def find(self, correlation_id: str, since_s: float, limit: int = 20) -> SearchResult:
         end = int(time.time()) + 1
         start = end - int(since_s) - 1
         # start/end make Tempo search its backend blocks too, not only recent data.
@@ -81,12 +81,14 @@ class TempoStore:
             {"q": traceql(correlation_id), "start": start, "end": end, "limit": limit},
             source=self.label,
         )
-        traces = []
-        for trace_id in parse_search(payload):
-            answer = get_json(
-                self._http, f"/api/traces/{trace_id}", None, source=self.label, missing_ok=True
-            )
-            trace = parse_trace(answer) if answer is not None else None
-            if trace is not None:
-                traces.append(trace)
-        return merge_traces(traces)
+        trace_ids = parse_search(payload)
+        traces = [t for t in map(self.get, trace_ids) if t is not None]
+        # Tempo answers at most `limit` trace IDs: a full answer may be cut.
+        return SearchResult(merge_traces(traces), truncated=len(trace_ids) >= limit)
+
+    def get(self, trace_id: str) -> Trace | None:
+        """The trace with this ID; None when Tempo does not have it."""
+        answer = get_json(
+            self._http, f"/api/traces/{trace_id}", None, source=self.label, missing_ok=True
+        )
+        return parse_trace(answer) if answer is not None else None

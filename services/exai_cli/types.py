@@ -8,6 +8,7 @@ nanoseconds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,6 +23,12 @@ Attributes: TypeAlias = Mapping[str, AttributeValue]
 # string as exai_telemetry.names.CORRELATION_ID, not imported from there because that
 # package pulls in the OpenTelemetry SDK, which the CLI does not need.
 CORRELATION_ATTRIBUTE = "exai.correlation_id"
+_TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+def looks_like_trace_id(text: str) -> bool:
+    """32 hex characters, not all zero: what the gateway prints as `trace_id`."""
+    return bool(_TRACE_ID.match(text)) and set(text) != {"0"}
 
 
 class SpanKind(StrEnum):
@@ -120,6 +127,14 @@ class LogRecord:
     def correlation_id(self) -> str | None:
         value = self.attributes.get(CORRELATION_ATTRIBUTE)
         return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a trace store found; `truncated` when the search hit its limit (more may exist)."""
+
+    traces: list[Trace]
+    truncated: bool = False
 
 
 def merge_traces(traces: list[Trace]) -> list[Trace]:

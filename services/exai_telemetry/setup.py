@@ -10,6 +10,11 @@ tail sampling drops; the collector attaches exemplars after sampling instead. Te
 `span_exporter` / `metric_reader` / `log_exporter` explicitly and get synchronous,
 in-memory telemetry. Providers are returned, not only installed globally, so several
 services can live in one test process, each with its own resource.
+
+Process metrics (opentelemetry-instrumentation-system-metrics, ``process.*`` and
+``cpython.gc.*`` only: never the host's, which a node exporter reports) come with the
+OTLP exporters: the instrumentation is one per process, and a process is one service
+in production. Tests ask for them with ``process_metrics=True``.
 """
 
 from __future__ import annotations
@@ -54,6 +59,20 @@ logger = logging.getLogger(__name__)
 
 METRIC_EXPORT_INTERVAL_MS = 5000
 
+# What the system-metrics instrumentation reports: this process only (CPU, memory, GC,
+# open file descriptors, threads). The host's own figures are not the service's.
+PROCESS_METRICS: dict[str, list[str] | None] = {
+    "process.cpu.time": ["user", "system"],
+    "process.cpu.utilization": None,
+    "process.memory.usage": None,
+    "process.memory.virtual": None,
+    "process.open_file_descriptor.count": None,
+    "process.thread.count": None,
+    "cpython.gc.collections": None,
+    "cpython.gc.collected_objects": None,
+    "cpython.gc.uncollectable_objects": None,
+}
+
 # Call durations span milliseconds (cache hits) to minutes (long generations).
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
@@ -68,6 +87,8 @@ class Telemetry:
     capture_content: bool
     logger_provider: LoggerProvider | None = None
     flush_timeout_s: float = 5.0
+    # True when this service's meter provider got the process metrics (one per process).
+    process_metrics: bool = False
     _shut_down: bool = field(default=False, repr=False)
 
     def tracer(self, name: str) -> trace.Tracer:
@@ -90,6 +111,9 @@ class Telemetry:
         if self._shut_down:
             return True
         self._shut_down = True
+        if self.process_metrics:
+            # The next service set up in this process (tests) may take them over.
+            release_process_metrics()
         if self.logger_provider is not None:
             # From here on log lines go to stdout only (this warning below included).
             detach_otlp_logs()
@@ -130,6 +154,27 @@ def _quietly(name: str, step: Callable[[], object]) -> None:
         step()
     except Exception:  # a failed flush must not stop the others or the shutdown
         logger.warning("telemetry flush of %s failed", name, exc_info=True)
+
+
+def instrument_process_metrics(meter_provider: MeterProvider) -> bool:
+    """Report this process's metrics through `meter_provider`; False (and nothing
+    done) when another provider of this process already reports them."""
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    instrumentor = SystemMetricsInstrumentor(config=PROCESS_METRICS)
+    if instrumentor.is_instrumented_by_opentelemetry:
+        logger.debug("process metrics already reported by another service of this process")
+        return False
+    instrumentor.instrument(meter_provider=meter_provider)
+    return True
+
+
+def release_process_metrics() -> None:
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    instrumentor = SystemMetricsInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
 
 
 def _views() -> list[View]:
@@ -203,13 +248,15 @@ def setup_telemetry(
     log_exporter: LogRecordExporter | None = None,
     install_global: bool = True,
     configure_logs: bool = True,
+    process_metrics: bool | None = None,
 ) -> Telemetry:
     """Build providers for one service.
 
     With explicit exporters (tests) spans are exported synchronously. Without them,
     OTLP/HTTP goes to `settings.otel_exporter_otlp_endpoint`; with no endpoint or with
     `OTEL_SDK_DISABLED=true`, spans are recorded (so trace IDs exist for clients) but
-    not exported.
+    not exported. `process_metrics` (default: when exporting over OTLP) adds the
+    process's CPU, memory, GC, file descriptor and thread metrics.
     """
     name = settings.otel_service_name or service_name
     registry = SecretRegistry(settings.secret_values())
@@ -287,6 +334,9 @@ def setup_telemetry(
             attach_otlp_logs(logger_provider, settings.log_level, registry)
     if exporter is None:
         logger.info("telemetry export disabled (no OTEL_EXPORTER_OTLP_ENDPOINT)")
+    if process_metrics is None:
+        process_metrics = metric_reader is None and bool(readers)
+    reports_process = process_metrics and instrument_process_metrics(meter_provider)
     return Telemetry(
         name,
         tracer_provider,
@@ -295,4 +345,5 @@ def setup_telemetry(
         settings.capture_content,
         logger_provider=logger_provider,
         flush_timeout_s=settings.telemetry_flush_s,
+        process_metrics=reports_process,
     )

@@ -42,9 +42,11 @@ def check_auth(authorization: str | None) -> None:
         )
 
 
-def error_response(provider: Provider, error: ApiError) -> JSONResponse:
+def error_response(
+    provider: Provider, error: ApiError, headers: dict[str, str] | None = None
+) -> JSONResponse:
     status, body = provider.error(error)
-    headers = {}
+    headers = dict(headers or {})
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
     return JSONResponse(body, status_code=status, headers=headers)
@@ -137,6 +139,10 @@ def provider_router(
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         if fault is FaultMode.HANG and not await _hang(request):
             return Response(status_code=CLIENT_CLOSED_REQUEST)
+        if fault is FaultMode.SLOW_FIRST_TOKEN and not await wait_unless_disconnected(
+            request, settings.slow_first_token_s, state.stats
+        ):
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         if fault is FaultMode.RATE_LIMIT:
             retry_after = state.faults.retry_after_s
             return error_response(
@@ -146,6 +152,7 @@ def provider_router(
                     f"rate limit reached, retry after {retry_after}s (simulated)",
                     retry_after_s=retry_after,
                 ),
+                state.rate_limits.exhausted(provider.name),
             )
         if fault is FaultMode.UNAUTHORIZED:
             return error_response(
@@ -170,6 +177,7 @@ def provider_router(
         usage = usage_for(turns, text)
         meta = provider.new_meta(chat.model, chat.request_id)
         _annotate_response(meta, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        limits = state.rate_limits.spend(provider.name, tokens=usage.total_tokens)
         slow = fault is FaultMode.SLOW_STREAM
         tokens_per_s = settings.slow_tokens_per_s if slow else state.latency.tokens_per_s
         if chat.stream:
@@ -186,7 +194,9 @@ def provider_router(
                 long_line_bytes=settings.long_line_bytes if fault is FaultMode.LONG_LINE else 0,
             )
             return StreamingResponse(
-                stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+                stream,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", **limits},
             )
         # A JSON answer is not paced per token, except when the fault is a slow model.
         if slow and not await wait_unless_disconnected(
@@ -195,7 +205,7 @@ def provider_router(
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         body = provider.completion(meta, text, usage)
         if fault is FaultMode.MALFORMED:
-            return Response(malformed_json(body), media_type="application/json")
-        return JSONResponse(body)
+            return Response(malformed_json(body), media_type="application/json", headers=limits)
+        return JSONResponse(body, headers=limits)
 
     return router

@@ -35,10 +35,21 @@ class SimulatorSettings(ServiceSettings):
     slow_tokens_per_s: float = Field(
         default=2.0, gt=0, allow_inf_nan=False, validation_alias="SIM_SLOW_TOKENS_PER_S"
     )
+    slow_first_token_s: float = Field(
+        default=6.0, gt=0, allow_inf_nan=False, validation_alias="SIM_SLOW_FIRST_TOKEN_S"
+    )
     hang_s: float = Field(default=600.0, gt=0, allow_inf_nan=False, validation_alias="SIM_HANG_S")
     retry_after_s: int = Field(default=1, ge=0, le=3600, validation_alias="SIM_RETRY_AFTER_S")
     long_line_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1, le=64 * 1024 * 1024, validation_alias="SIM_LONG_LINE_BYTES"
+    )
+
+    # The x-ratelimit-* headers of every chat answer (llm_simulator.ratelimit): per
+    # provider, requests and tokens per window; 0 sends none for that resource.
+    ratelimit_requests: int = Field(default=500, ge=0, validation_alias="SIM_RATELIMIT_REQUESTS")
+    ratelimit_tokens: int = Field(default=200_000, ge=0, validation_alias="SIM_RATELIMIT_TOKENS")
+    ratelimit_window_s: float = Field(
+        default=60.0, gt=0, allow_inf_nan=False, validation_alias="SIM_RATELIMIT_WINDOW_S"
     )
 
     # Global fault at start-up (the admin endpoint changes it); a seed makes the

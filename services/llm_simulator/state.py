@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llm_simulator.errors import ApiError, ErrorKind
+from llm_simulator.ratelimit import RateLimitWindows
 from llm_simulator.settings import SimulatorSettings
 from llm_simulator.types import FAULT_HEADER, FaultMode, ProviderName
 
@@ -93,6 +94,9 @@ class SimulatorState:
         self.latency = Latency()
         self.stats = Stats()
         self.last_headers: SeenHeaders | None = None
+        self.rate_limits = RateLimitWindows(
+            settings.ratelimit_requests, settings.ratelimit_tokens, settings.ratelimit_window_s
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -102,6 +106,7 @@ class SimulatorState:
         self.latency = Latency(s.latency_ms, s.tokens_per_s)
         self.stats = Stats()
         self.last_headers = None
+        self.rate_limits.reset()
 
     def note_headers(self, provider: ProviderName, names: Iterable[str]) -> None:
         """Remember which headers the last chat request carried (names only)."""

@@ -19,6 +19,9 @@ class FaultMode(StrEnum):
     ERROR_500 = "error_500"  # 500
     HANG = "hang"  # no answer until the client gives up
     SLOW_STREAM = "slow_stream"  # tokens trickle at SIM_SLOW_TOKENS_PER_S
+    # The answer starts only after SIM_SLOW_FIRST_TOKEN_S (a provider queueing requests),
+    # then streams at the normal pace: what the gateway's first-chunk objective sees.
+    SLOW_FIRST_TOKEN = "slow_first_token"
     MALFORMED = "malformed"  # 200 with a body (or SSE stream) that does not parse
     UNAUTHORIZED = "unauthorized"  # 401, as for a wrong or revoked API key
     # Streams only (a JSON answer is unaffected):

@@ -27,6 +27,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from exai_contracts.ids import CLIENT_ID_HEADER
 from exai_telemetry.health import ComponentHealth, Probe
 from exai_telemetry.http_service import (
     NATIVE_TELEMETRY_OFF,
@@ -51,9 +52,10 @@ from provider_proxy.limits import PAYLOAD_TOO_LARGE, too_large
 from provider_proxy.retry import RetryPolicy
 from provider_proxy.routing import ModelRouter
 from provider_proxy.schemas import ChatCompletionRequest
-from provider_proxy.service import ChatService, OpenedStream
+from provider_proxy.service import OTHER_MODEL, ChatService, OpenedStream
 from provider_proxy.settings import ProxySettings
-from provider_proxy.telemetry import ProxyMetrics
+from provider_proxy.telemetry import ClientLabels, ProxyMetrics
+from provider_proxy.timing import UpstreamTimingMiddleware
 from provider_proxy.types import CircuitStateName, ProviderName
 from provider_proxy.upstream import ResponseLimits, Upstream
 from provider_proxy.usage import PriceTable
@@ -70,6 +72,7 @@ class ProxyState:
     adapters: dict[ProviderName, ProviderAdapter]
     breakers: dict[ProviderName, CircuitBreaker]
     router: ModelRouter
+    clients: ClientLabels
     service: ChatService | None = None
 
     def circuit_states(self) -> dict[ProviderName, CircuitStateName]:
@@ -157,12 +160,19 @@ def create_app(
         fallbacks=settings.fallbacks(),
         fallback_models=settings.fallback_model_map,
     )
-    state = ProxyState(settings, adapters, breakers, router)
+    state = ProxyState(
+        settings, adapters, breakers, router, ClientLabels(secrets=telemetry.secrets)
+    )
     metrics = ProxyMetrics(
         telemetry.meter("provider_proxy"),
         state.circuit_states,
         spend_budget_usd_per_hour=settings.spend_budget_usd_per_hour,
     )
+    # Every series the alerts divide exists from the start, at 0.
+    models = [(t.provider, t.model) for t in router.known_models()]
+    models += [(name, OTHER_MODEL) for name in adapters]
+    fallbacks = [(a, b) for a, b in settings.fallbacks().items() if a != b and b in adapters]
+    metrics.start_at_zero(models, fallbacks)
     policy = RetryPolicy(
         settings.retry_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s
     )
@@ -226,6 +236,8 @@ def create_app(
     instrument_app(app, telemetry)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, reject=too_large)
     install_internal_auth(app, settings.provider_token, "EXAI_PROVIDER_TOKEN", reject=unauthorized)
+    # Outermost: the clock covers the request however it is answered (errors included).
+    app.add_middleware(UpstreamTimingMiddleware)
     return app
 
 
@@ -254,10 +266,15 @@ def _add_routes(app: FastAPI, state: ProxyState) -> None:
         service = state.service
         if service is None:  # only between shutdown and the last request
             raise ProxyError("the proxy is shutting down")
+        client = state.clients.label(request.headers.get(CLIENT_ID_HEADER))
         if body.stream:
-            opened = await until_disconnected(request, service.open_stream(body.upstream_body()))
+            opened = await until_disconnected(
+                request, service.open_stream(body.upstream_body(), client)
+            )
             return RelayResponse(opened)
-        completion = await until_disconnected(request, service.complete(body.upstream_body()))
+        completion = await until_disconnected(
+            request, service.complete(body.upstream_body(), client)
+        )
         return JSONResponse(completion)
 
     @app.get("/v1/models")

@@ -21,7 +21,14 @@ from provider_proxy.errors import CircuitOpen, ProxyError, UpstreamError, openai
 from provider_proxy.retry import MIN_ATTEMPT_BUDGET_S
 from provider_proxy.routing import ModelRouter, Target
 from provider_proxy.sse import DONE_EVENT, encode_event
-from provider_proxy.telemetry import ChatCall, ProxyMetrics, RequestSummary, end_attempt
+from provider_proxy.telemetry import (
+    UNKNOWN_CLIENT,
+    ChatCall,
+    ProxyMetrics,
+    RequestSummary,
+    end_attempt,
+)
+from provider_proxy.timing import stream_trailer
 from provider_proxy.types import JsonObject, ProviderName
 from provider_proxy.upstream import Upstream, UpstreamStream, attempt_outcome
 from provider_proxy.usage import PriceTable
@@ -80,23 +87,24 @@ class ChatService:
         self._metrics = metrics
         self._capture_content = capture_content
 
-    async def complete(self, body: JsonObject) -> JsonObject:
-        """The OpenAI-shaped completion for a non-streaming request."""
-        (completion, meta), call, target, _ = await self._call(body, Upstream.complete)
+    async def complete(self, body: JsonObject, client: str = UNKNOWN_CLIENT) -> JsonObject:
+        """The OpenAI-shaped completion for a non-streaming request; `client` is the
+        caller's bounded client id (telemetry.ClientLabels)."""
+        (completion, meta), call, target, _ = await self._call(body, Upstream.complete, client)
         call.observe_completion(completion)
         self._succeeded(call, target, meta)
         return completion
 
-    async def open_stream(self, body: JsonObject) -> OpenedStream:
+    async def open_stream(self, body: JsonObject, client: str = UNKNOWN_CLIENT) -> OpenedStream:
         """A provider stream that has produced its first chunk (until then, attempts
         are retried and fall back exactly as for :meth:`complete`)."""
-        stream, call, _, deadline = await self._call(body, Upstream.open_stream)
+        stream, call, _, deadline = await self._call(body, Upstream.open_stream, client)
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         return OpenedStream(self, stream, call, deadline, include_usage)
 
     async def _call(
-        self, body: JsonObject, method: UpstreamMethod[T]
+        self, body: JsonObject, method: UpstreamMethod[T], client: str
     ) -> tuple[T, ChatCall, Target, Deadline]:
         """`method` on the primary provider, then on the fallback if that may help."""
         primary = self._router.route(str(body["model"]))
@@ -109,7 +117,8 @@ class ChatService:
         deadline = Deadline.start(upstream.adapter.timeouts.deadline_s)
         for index, target in enumerate(plan):
             upstream = self._upstreams[target.provider]
-            call = self._start_call(upstream, target, body)
+            fallback_from = plan[index - 1].provider if index else None
+            call = self._start_call(upstream, target, body, client, fallback_from)
             try:
                 payload = upstream.adapter.prepare(body, target.model)
                 # Current while it runs, so that log lines carry the call's span.
@@ -178,6 +187,9 @@ class ChatService:
             logger.warning("%s stream broke after the first byte: %s", call.provider, failure)
             if pending is not None:
                 yield encode_event(pending)
+            trailer = stream_trailer()
+            if trailer is not None:
+                yield trailer
             yield encode_event(openai_error_body(failure))
             return
         end_attempt(stream.attempt_span, "ok", None)
@@ -191,9 +203,19 @@ class ChatService:
             if usage is not None:
                 pending["usage"] = usage.as_openai()
             yield encode_event(pending)
+        trailer = stream_trailer()
+        if trailer is not None:
+            yield trailer
         yield DONE_EVENT
 
-    def _start_call(self, upstream: Upstream, target: Target, body: JsonObject) -> ChatCall:
+    def _start_call(
+        self,
+        upstream: Upstream,
+        target: Target,
+        body: JsonObject,
+        client: str,
+        fallback_from: ProviderName | None,
+    ) -> ChatCall:
         return ChatCall(
             self._tracer,
             self._metrics,
@@ -204,6 +226,8 @@ class ChatService:
             body,
             capture_content=self._capture_content,
             model_label_of=self._model_label,
+            client_label=client,
+            fallback_from=fallback_from,
         )
 
     def _model_label(self, model: str) -> str:

@@ -33,12 +33,29 @@ retries included, to the first chunk) and `gen_ai.client.operation.time_per_outp
 arrive but recorded when the call ends, so that they carry the same attributes as
 `gen_ai.client.operation.duration`: `gen_ai.response.model` (its bounded label) once
 known, `error.type` when the call failed.
+
+Per client, per fallback, per rate limit:
+
+- `exai.provider.tokens` and `exai.provider.cost` carry `exai.client.id`, from the
+  gateway's `X-EXAI-Client-ID` header (:class:`ClientLabels`: `unknown` without it,
+  `other` for a malformed value or once `MAX_CLIENT_LABELS` ids have been seen);
+- `exai.provider.fallbacks` counts each call on a fallback provider by
+  `exai.fallback.from`, `exai.fallback.to` and `exai.outcome` (`ok` | `error`; a
+  fallback the client walked away from is not counted);
+- `exai.provider.ratelimit.remaining` / `.limit` report the provider's last
+  `x-ratelimit-{remaining,limit}-{requests,tokens}` headers, by provider and
+  `exai.ratelimit.resource`; a provider that never sent them has no series.
+
+The request and fallback counters start at 0 for every configured combination
+(:meth:`ProxyMetrics.start_at_zero`), so that `rate()` sees a series' first error.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Literal
 
 from opentelemetry import context as otel_context
@@ -57,13 +74,24 @@ from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, S
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from exai_contracts.ids import is_client_id
 from exai_telemetry import names
 from exai_telemetry.correlation import current_tool_label
 from exai_telemetry.redaction import error_status
 from provider_proxy.adapters import ProviderAdapter
 from provider_proxy.completions import ResponseMeta
 from provider_proxy.content import StreamOutput, completion_output, input_messages
-from provider_proxy.errors import ProxyError
+from provider_proxy.errors import (
+    CircuitOpen,
+    ProxyError,
+    UpstreamConnectError,
+    UpstreamMalformed,
+    UpstreamRateLimited,
+    UpstreamServerError,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamTruncated,
+)
 from provider_proxy.types import (
     AttemptOutcome,
     CallOutcome,
@@ -96,12 +124,108 @@ GEN_AI_LATENCY_BUCKETS_S = (
     81.92,
 )
 
+# `exai.client.id` on the token and cost counters: without the header (a direct
+# OpenAI-SDK client) `unknown`; a malformed value, or any id after the first
+# MAX_CLIENT_LABELS, `other`. The gateway's client ids are a configured, short list.
+UNKNOWN_CLIENT = "unknown"
+OTHER_CLIENT = "other"
+MAX_CLIENT_LABELS = 64
+
+# The provider's failures (`exai.outcome="error"`), by error.type: the series the error
+# ratio alert counts, created at 0 for each configured model.
+PROVIDER_FAILURE_TYPES = tuple(
+    dict.fromkeys(
+        error.error_type
+        for error in (
+            CircuitOpen,
+            UpstreamTimeout,
+            UpstreamConnectError,
+            UpstreamRateLimited,
+            UpstreamServerError,
+            UpstreamMalformed,
+            UpstreamTruncated,
+            UpstreamTooLarge,
+        )
+    )
+)
+
+# OpenAI's (and Moonshot's, Zhipu's) rate-limit headers: resource -> (limit, remaining).
+RATE_LIMIT_HEADERS: dict[str, tuple[str, str]] = {
+    "requests": ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests"),
+    "tokens": ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"),
+}
+
 # Request parameters worth a span attribute (never message content).
 _REQUEST_PARAMS: dict[str, str] = {
     "max_tokens": gen_ai.GEN_AI_REQUEST_MAX_TOKENS,
     "temperature": gen_ai.GEN_AI_REQUEST_TEMPERATURE,
     "top_p": gen_ai.GEN_AI_REQUEST_TOP_P,
 }
+
+
+class ClientLabels:
+    """`exai.client.id` metric values from the `X-EXAI-Client-ID` header, bounded.
+
+    Only the shape of a client id passes (exai_contracts.ids), never one of this
+    service's own secrets; after `max_labels` distinct ids every new one is `other`."""
+
+    def __init__(self, max_labels: int = MAX_CLIENT_LABELS, secrets: Container[str] = ()) -> None:
+        self._max = max_labels
+        self._secrets = secrets
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, header: str | None) -> str:
+        if header is None:
+            return UNKNOWN_CLIENT
+        if not is_client_id(header) or header in self._secrets:
+            return OTHER_CLIENT
+        if header in self._seen:
+            return header
+        with self._lock:
+            if len(self._seen) >= self._max:
+                return OTHER_CLIENT
+            self._seen.add(header)
+        return header
+
+
+def _header_count(value: str | None) -> int | None:
+    """A rate-limit header's count (a non-negative number), else None."""
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number >= 0 else None
+
+
+class RateLimits:
+    """The last rate-limit figures each provider sent, for the two gauges."""
+
+    def __init__(self) -> None:
+        # (provider, resource) -> value; written on the event loop, read by the reader.
+        self.limit: dict[tuple[ProviderName, str], int] = {}
+        self.remaining: dict[tuple[ProviderName, str], int] = {}
+
+    def observe(self, provider: ProviderName, headers: Mapping[str, str]) -> None:
+        for resource, (limit_header, remaining_header) in RATE_LIMIT_HEADERS.items():
+            limit = _header_count(headers.get(limit_header))
+            if limit is not None:
+                self.limit[provider, resource] = limit
+            remaining = _header_count(headers.get(remaining_header))
+            if remaining is not None:
+                self.remaining[provider, resource] = remaining
+
+    @staticmethod
+    def observations(values: Mapping[tuple[ProviderName, str], int]) -> list[Observation]:
+        return [
+            Observation(
+                value,
+                {gen_ai.GEN_AI_PROVIDER_NAME: provider, names.RATELIMIT_RESOURCE: resource},
+            )
+            for (provider, resource), value in list(values.items())
+        ]
 
 
 class ProxyMetrics:
@@ -141,6 +265,24 @@ class ProxyMetrics:
             unit="{request}",
             description="Logical provider calls by outcome.",
         )
+        self.fallbacks = meter.create_counter(
+            names.M_PROVIDER_FALLBACKS,
+            unit="{fallback}",
+            description="Calls on a fallback provider by from, to and outcome.",
+        )
+        self.rate_limits = RateLimits()
+        meter.create_observable_gauge(
+            names.M_PROVIDER_RATELIMIT_REMAINING,
+            callbacks=[lambda options: self.rate_limits.observations(self.rate_limits.remaining)],
+            unit="{count}",
+            description="Requests or tokens left in the provider's rate-limit window.",
+        )
+        meter.create_observable_gauge(
+            names.M_PROVIDER_RATELIMIT_LIMIT,
+            callbacks=[lambda options: self.rate_limits.observations(self.rate_limits.limit)],
+            unit="{count}",
+            description="The provider's rate limit for requests or tokens per window.",
+        )
         meter.create_observable_gauge(
             names.M_PROVIDER_CIRCUIT_STATE,
             callbacks=[self._observe_circuits],
@@ -157,11 +299,37 @@ class ProxyMetrics:
                 description="Provider spend budget per hour (EXAI_SPEND_BUDGET_USD_PER_HOUR).",
             )
 
+    def start_at_zero(
+        self,
+        models: Iterable[tuple[ProviderName, str]],
+        fallbacks: Iterable[tuple[ProviderName, ProviderName]],
+    ) -> None:
+        """Create the request series for `models` ((provider, model label) pairs:
+        `ok` and each provider failure type) and the fallback series, at 0."""
+        for provider, model in models:
+            labels: dict[str, AttributeValue] = {
+                gen_ai.GEN_AI_OPERATION_NAME: CHAT,
+                gen_ai.GEN_AI_PROVIDER_NAME: provider,
+                gen_ai.GEN_AI_REQUEST_MODEL: model,
+            }
+            self.requests.add(0, {**labels, names.OUTCOME: "ok"})
+            for error_type in PROVIDER_FAILURE_TYPES:
+                self.requests.add(0, {**labels, ERROR_TYPE: error_type, names.OUTCOME: "error"})
+        for source, target in fallbacks:
+            for outcome in ("ok", "error"):
+                self.fallbacks.add(0, _fallback_labels(source, target, outcome))
+
     def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
         for provider, state in self._circuit_states().items():
             yield Observation(
                 names.CIRCUIT_STATE_VALUES[state], {gen_ai.GEN_AI_PROVIDER_NAME: provider}
             )
+
+
+def _fallback_labels(
+    source: ProviderName, target: ProviderName, outcome: str
+) -> dict[str, AttributeValue]:
+    return {names.FALLBACK_FROM: source, names.FALLBACK_TO: target, names.OUTCOME: outcome}
 
 
 class ChatCall:
@@ -183,12 +351,18 @@ class ChatCall:
         *,
         capture_content: bool = False,
         model_label_of: Callable[[str], str] | None = None,
+        client_label: str = UNKNOWN_CLIENT,
+        fallback_from: ProviderName | None = None,
     ) -> None:
         """`model` is what is asked of the provider; `model_label` its bounded name
         for span names and metric attributes (the model if configured, else `other`).
         `model_label_of` bounds the provider's response model the same way; without it
-        the GenAI histograms carry no `gen_ai.response.model`."""
+        the GenAI histograms carry no `gen_ai.response.model`. `client_label` is the
+        calling client's bounded id (:class:`ClientLabels`); `fallback_from` the
+        provider that failed before this call, when it is a fallback."""
         self.provider = adapter.name
+        self._client_label = client_label
+        self._fallback_from = fallback_from
         self._model_label_of = model_label_of
         self._response_model_label: str | None = None
         self.model = model
@@ -242,6 +416,10 @@ class ChatCall:
             kind=SpanKind.INTERNAL,
             attributes={names.PROVIDER_ATTEMPT: number},
         )
+
+    def observe_rate_limits(self, headers: Mapping[str, str]) -> None:
+        """The provider's response headers: its rate-limit figures, when it sends them."""
+        self._metrics.rate_limits.observe(self.provider, headers)
 
     def observe_completion(self, completion: JsonObject) -> None:
         """The (non-streamed) completion, for `gen_ai.output.messages` if captured."""
@@ -315,10 +493,19 @@ class ChatCall:
                 ("cached", usage.cached_tokens),
             ):
                 self._metrics.tokens.add(
-                    count, {**labels, names.TOOL: self._tool_label, names.TOKEN_TYPE: token_type}
+                    count,
+                    {
+                        **labels,
+                        names.TOOL: self._tool_label,
+                        names.CLIENT_ID: self._client_label,
+                        names.TOKEN_TYPE: token_type,
+                    },
                 )
         if cost_usd is not None:
-            self._metrics.cost.add(cost_usd, {**labels, names.TOOL: self._tool_label})
+            self._metrics.cost.add(
+                cost_usd,
+                {**labels, names.TOOL: self._tool_label, names.CLIENT_ID: self._client_label},
+            )
 
     def fail(self, exc: ProxyError) -> None:
         """The call failed; `exc.call_outcome` says whose failure it was."""
@@ -354,6 +541,9 @@ class ChatCall:
                 metrics.time_per_output_chunk.record(gap, latency_labels)
             self._chunk_gaps_s.clear()
         metrics.requests.add(1, {**labels, names.OUTCOME: outcome})
+        if self._fallback_from is not None and outcome != CANCELLED:
+            result = "ok" if outcome == "ok" else "error"
+            metrics.fallbacks.add(1, _fallback_labels(self._fallback_from, self.provider, result))
 
 
 def end_attempt(

@@ -54,6 +54,7 @@ from provider_proxy.errors import (
 from provider_proxy.retry import Jitter, RetryPolicy, parse_retry_after
 from provider_proxy.sse import DONE, LineSplitter, SseDecoder, SseLimitExceeded
 from provider_proxy.telemetry import ChatCall, end_attempt
+from provider_proxy.timing import waiting_on_provider
 from provider_proxy.types import AttemptOutcome, JsonObject, ProviderName
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ class UpstreamStream:
         while not self._lines:
             if self._eof:
                 return None
-            data = await anext(self._bytes, None)
+            with waiting_on_provider():
+                data = await anext(self._bytes, None)
             if data is None:
                 self._eof = True
                 tail = self._splitter.finish()
@@ -183,6 +185,7 @@ class Upstream:
     ) -> tuple[JsonObject, ResponseMeta]:
         async def attempt(span: Span) -> tuple[JsonObject, ResponseMeta]:
             response = await self._send(payload, deadline)
+            call.observe_rate_limits(response.headers)
             try:
                 raw = await self._read(response, deadline)
             finally:
@@ -200,6 +203,7 @@ class Upstream:
 
         async def attempt(span: Span) -> UpstreamStream:
             response = await self._send(payload, deadline)
+            call.observe_rate_limits(response.headers)
             try:
                 if response.status_code != 200:
                     self._check_status(response, await self._read(response, deadline))
@@ -247,7 +251,9 @@ class Upstream:
                     delay,
                 )
                 call.note_retry(exc.retry_reason)
-                await asyncio.sleep(delay)
+                # The provider's time: its 429 or failure asked for the wait.
+                with waiting_on_provider():
+                    await asyncio.sleep(delay)
             except ProxyError as exc:
                 # Ours, not the provider's: the deadline ran out, or the pool was full.
                 end_attempt(span, attempt_outcome(exc), exc)
@@ -301,7 +307,8 @@ class Upstream:
         )
         try:
             async with deadline.guard():
-                return await self.client.send(request, stream=True)
+                with waiting_on_provider():
+                    return await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise translate(exc, self.name) from exc
 
@@ -312,14 +319,16 @@ class Upstream:
         limit = self.limits.body_bytes
         try:
             async with deadline.guard():
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise UpstreamTooLarge(
-                            self.name,
-                            f"response larger than {limit} bytes (EXAI_MAX_UPSTREAM_BODY_BYTES)",
-                        )
-                    chunks.append(chunk)
+                with waiting_on_provider():
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise UpstreamTooLarge(
+                                self.name,
+                                f"response larger than {limit} bytes "
+                                "(EXAI_MAX_UPSTREAM_BODY_BYTES)",
+                            )
+                        chunks.append(chunk)
         except httpx.HTTPError as exc:
             raise translate(exc, self.name) from exc
         return b"".join(chunks)

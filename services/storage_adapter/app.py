@@ -32,7 +32,7 @@ from storage_adapter.service import WRITE_LEASE_DB_TIMEOUTS, ConversationService
 from storage_adapter.settings import StorageSettings
 from storage_adapter.store import DurableStore
 from storage_adapter.store.sql import SqlStore, create_engine, describe_location
-from storage_adapter.store.supabase import NoPropagationTransport, SupabaseStore
+from storage_adapter.store.supabase import NoPropagationTransport, SupabaseStore, name_rest_span
 from storage_adapter.telemetry import (
     Dependencies,
     StorageMetrics,
@@ -55,12 +55,14 @@ class _Undo:
 
 
 def supabase_http_client(settings: StorageSettings, telemetry: Telemetry) -> httpx.AsyncClient:
-    """Traced on our side; no trace context or baggage sent to Supabase."""
+    """Traced on our side, as database calls (db.system.name `supabase`); no trace
+    context or baggage sent to Supabase."""
     http = httpx.AsyncClient(timeout=settings.db_timeout_s, transport=NoPropagationTransport())
     HTTPXClientInstrumentor.instrument_client(
         http,
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
+        request_hook=name_rest_span,
     )
     return http
 
@@ -124,6 +126,7 @@ def create_app(settings: StorageSettings, telemetry: Telemetry) -> FastAPI:
         undo = _Undo()
         store = await build_store(settings, telemetry, undo, metrics)
         cache = build_cache(settings, telemetry)
+        metrics.configured(cache=cache.backend, durable=store.backend)
         guard = CacheGuard(cache, metrics, dependencies, retry_s=settings.cache_retry_s)
         service = ConversationService(
             store, guard, metrics, dependencies, cache_max_turns=settings.cache_max_turns

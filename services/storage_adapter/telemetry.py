@@ -1,8 +1,16 @@
 """The adapter's metrics (DESIGN §6) and the instrumentation of its clients.
 
 Metric labels are bounded: ``exai.cache.result`` (hit|miss|error), ``exai.dependency``
-(cache|durable), ``exai.operation`` (the store operation). Continuation IDs go on spans
-only.
+(cache|durable), ``exai.operation`` (the store operation), ``db.system.name`` (the
+backend). Continuation IDs go on spans only.
+
+``exai.storage.dependency.configured`` is 1 for each dependency and the backend that
+serves it (``cache``: redis | memory; ``durable``: postgresql | sqlite | supabase), so a
+dashboard can say "in-process memory cache" where a Redis card would show "No data".
+``exai.storage.durable.errors`` starts at 0 for every operation (``rate()`` then sees
+the first error). The Supabase REST calls are database spans, not HTTP or Redis ones
+(storage_adapter.store.supabase); the adapter's own metrics count Redis only through
+the cache's lookups, never by span or HTTP method.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import redis.asyncio as aioredis
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.semconv.attributes.db_attributes import DB_SYSTEM_NAME
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exai_telemetry import names
@@ -29,6 +38,15 @@ CacheResult = Literal["hit", "miss", "error"]
 # when idle, up to the batch size under load. One metric of this adapter's own, so
 # it lives here rather than in exai_telemetry.names.
 M_STORAGE_APPEND_COMMIT_MESSAGES = "exai.storage.append.commit.messages"
+# Every operation that reaches the durable store (storage_adapter.service), for the
+# error counter's series at 0.
+DURABLE_OPERATIONS = (
+    "initialize",
+    "create_conversation",
+    "get_conversation",
+    "append_message",
+    "ping",
+)
 
 
 @dataclass
@@ -42,6 +60,8 @@ class Dependencies:
 class StorageMetrics:
     def __init__(self, meter: Meter, dependencies: Dependencies) -> None:
         self._dependencies = dependencies
+        # exai.dependency -> db.system.name of its backend, once built (the lifespan).
+        self._configured: dict[str, str] = {}
         self._lookups = meter.create_counter(
             names.M_STORAGE_CACHE_LOOKUPS,
             unit="{lookup}",
@@ -64,6 +84,18 @@ class StorageMetrics:
             unit="{status}",
             description="1 when the dependency answered its last use or check, else 0",
         )
+        meter.create_observable_gauge(
+            names.M_STORAGE_DEPENDENCY_CONFIGURED,
+            callbacks=[self._observe_configured],
+            unit="{dependency}",
+            description="1 for each configured dependency, by the backend that serves it",
+        )
+        for operation in DURABLE_OPERATIONS:
+            self._durable_errors.add(0, {names.OPERATION: operation})
+
+    def configured(self, *, cache: str, durable: str) -> None:
+        """The backends in use (their `backend` names are db.system.name values)."""
+        self._configured = {"cache": cache, "durable": durable}
 
     def cache_lookup(self, result: CacheResult) -> None:
         self._lookups.add(1, {names.CACHE_RESULT: result})
@@ -73,6 +105,10 @@ class StorageMetrics:
 
     def append_committed(self, messages: int) -> None:
         self._commit_messages.record(messages)
+
+    def _observe_configured(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for dependency, system in list(self._configured.items()):
+            yield Observation(1, {names.DEPENDENCY: dependency, DB_SYSTEM_NAME: system})
 
     def _observe_dependencies(self, _options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(int(self._dependencies.cache_up), {names.DEPENDENCY: "cache"})

@@ -205,6 +205,7 @@ class CallRunner:
 
         async def chunk(text: str) -> None:
             await sink.chunk(call, text)
+            scope.chunk_sent()
 
         ctx = CallContext(
             call.session_id,

@@ -12,6 +12,12 @@ completion the proxy *refuses* (a 4xx in its own OpenAI-style error shape, e.g. 
 VALIDATION_ERROR carrying the proxy's message.
 Cancelling the calling task closes the in-flight request's connection, which is how a
 client's ``cancel`` reaches the upstream.
+
+Every chat request to provider-proxy carries ``X-EXAI-Client-ID`` (tokens and spend per
+client) and notes, in the running call's :class:`ProviderWaits`, how long the proxy says
+it waited on the LLM provider (its ``Server-Timing: upstream`` header, or for a stream
+the comment line before ``[DONE]``, exai_contracts.timing): the gateway's overhead is the
+call's duration minus that wait.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +45,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from exai_contracts.ids import CLIENT_ID_HEADER, is_continuation_id
+from exai_contracts.ids import CLIENT_ID_HEADER, DEFAULT_CLIENT_ID, is_continuation_id
+from exai_contracts.timing import SERVER_TIMING_HEADER, parse_sse_comment, parse_upstream
 from exai_telemetry.correlation import correlation_headers
 from exai_telemetry.http_transport import AiohttpTransport
 from exai_telemetry.setup import Telemetry
@@ -117,6 +127,70 @@ def _error_detail(response: httpx.Response) -> str:
 # --- provider-proxy -------------------------------------------------------------------
 
 
+@dataclass
+class ProviderWaits:
+    """One call's client and its waits on the LLM providers, as provider-proxy reported
+    them. Requests of one call may run in parallel (consensus): :meth:`wall_s` is the
+    time during which at least one of them was waiting, not the sum."""
+
+    client_id: str = DEFAULT_CLIENT_ID
+    # (start, end) on the time.perf_counter() clock.
+    intervals: list[tuple[float, float]] = field(default_factory=list)
+
+    def add(self, started: float, ended: float, upstream_s: float) -> None:
+        """A request to the proxy from `started` to `ended` of which the proxy spent
+        `upstream_s` waiting on the provider; placed at the request's end (where it
+        sits is unknown, and for the union only its length matters much)."""
+        wait = min(max(upstream_s, 0.0), max(ended - started, 0.0))
+        if wait > 0:
+            self.intervals.append((ended - wait, ended))
+
+    def wall_s(self) -> float:
+        total = 0.0
+        current_start: float | None = None
+        current_end = 0.0
+        for start, end in sorted(self.intervals):
+            if current_start is None or start > current_end:
+                if current_start is not None:
+                    total += current_end - current_start
+                current_start, current_end = start, end
+            else:
+                current_end = max(current_end, end)
+        if current_start is not None:
+            total += current_end - current_start
+        return total
+
+
+_waits: ContextVar[ProviderWaits | None] = ContextVar("exai_provider_waits", default=None)
+
+
+@contextmanager
+def tracking_provider_waits(client_id: str) -> Iterator[ProviderWaits]:
+    """Provider requests made inside the block (tasks it starts included) note their
+    waits here and carry `client_id`."""
+    waits = ProviderWaits(client_id)
+    token = _waits.set(waits)
+    try:
+        yield waits
+    finally:
+        _waits.reset(token)
+
+
+def current_provider_waits() -> ProviderWaits | None:
+    return _waits.get()
+
+
+def _client_headers() -> dict[str, str]:
+    waits = _waits.get()
+    return {CLIENT_ID_HEADER: waits.client_id if waits is not None else DEFAULT_CLIENT_ID}
+
+
+def _note_wait(started: float, upstream_s: float | None) -> None:
+    waits = _waits.get()
+    if waits is not None and upstream_s is not None:
+        waits.add(started, time.perf_counter(), upstream_s)
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -141,12 +215,16 @@ class ProviderClient:
         self, model: str, messages: Sequence[JSONObject], *, temperature: float | None = None
     ) -> Completion:
         body = self._body(model, messages, temperature, stream=False)
+        started = time.perf_counter()
         try:
-            response = await self._http.post("/v1/chat/completions", json=body)
+            response = await self._http.post(
+                "/v1/chat/completions", json=body, headers=_client_headers()
+            )
         except httpx.TimeoutException as exc:
             raise ProviderError(f"provider-proxy did not answer in time for {model}") from exc
         except httpx.TransportError as exc:
             raise ProviderError(f"provider-proxy unreachable: {type(exc).__name__}") from exc
+        _note_wait(started, parse_upstream(response.headers.get(SERVER_TIMING_HEADER)))
         self._check(response, model, completion=True)
         try:
             data = response.json()
@@ -172,12 +250,22 @@ class ProviderClient:
         body = self._body(model, messages, temperature, stream=True)
         parts: list[str] = []
         state: dict[str, Any] = {"model": model, "finish_reason": None, "usage": {}}
+        started = time.perf_counter()
+        # Until the stream's own figure arrives: the header's (the wait for its start).
+        upstream_s: float | None = None
         try:
-            async with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+            async with self._http.stream(
+                "POST", "/v1/chat/completions", json=body, headers=_client_headers()
+            ) as response:
+                upstream_s = parse_upstream(response.headers.get(SERVER_TIMING_HEADER))
                 if response.status_code >= 400:
                     await response.aread()
                     self._check(response, model, completion=True)
                 async for line in response.aiter_lines():
+                    reported = parse_sse_comment(line)
+                    if reported is not None:
+                        upstream_s = reported
+                        continue
                     delta = self._sse_delta(line, model, state)
                     if delta is None:
                         break
@@ -191,6 +279,8 @@ class ProviderClient:
             raise ProviderError(f"provider-proxy stream stalled for {model}") from exc
         except httpx.TransportError as exc:
             raise ProviderError(f"provider-proxy stream broke: {type(exc).__name__}") from exc
+        finally:
+            _note_wait(started, upstream_s)
         return Completion("".join(parts), state["model"], state["finish_reason"], state["usage"])
 
     async def models(self) -> list[JSONObject]:

@@ -63,7 +63,7 @@ from ws_gateway.limits import ConnectionLimiter, InflightLimiter, TokenBucket
 from ws_gateway.mcp_protocol import McpProtocol
 from ws_gateway.protocol import CloseCode, NativeProtocol
 from ws_gateway.settings import GatewaySettings
-from ws_gateway.telemetry import GatewayTelemetry
+from ws_gateway.telemetry import GatewayTelemetry, LatencyObjectives
 from ws_gateway.tools import Toolbox
 from ws_gateway.types import JSONObject, ProtocolName
 
@@ -118,7 +118,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, telemetry: Telemetry) -> None:
         self.settings = settings
         self.telemetry = telemetry
-        self.metrics = GatewayTelemetry(telemetry)
+        self.metrics = GatewayTelemetry(telemetry, LatencyObjectives.of(settings))
         self.limiter = InflightLimiter(
             per_session=settings.max_inflight_per_session, global_max=settings.max_inflight_global
         )

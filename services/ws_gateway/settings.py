@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from typing import Annotated, Any
 
@@ -9,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from exai_telemetry import internal_auth
+from exai_telemetry.correlation import GATEWAY_TOOLS
 from exai_telemetry.settings import ServiceSettings
 from ws_gateway.auth import DEFAULT_CLIENT_ID, ClientTokens, parse_token_map, read_token_file
 
@@ -33,6 +36,8 @@ DEFAULT_HISTORY_BUDGETS = {
 }
 # From the environment as `prefix=chars,prefix=chars` (replacing the defaults).
 PrefixBudgets = Annotated[dict[str, Annotated[int, Field(ge=0)]], NoDecode]
+# Tool → seconds, from a JSON object in the environment ({"chat": 8, "consensus": 2}).
+ToolSeconds = Annotated[dict[str, float], NoDecode]
 # Client id → its tokens (ws_gateway.auth), from a JSON object in the environment or a file.
 TokenMap = Annotated[dict[str, list[SecretStr]], NoDecode]
 
@@ -162,6 +167,49 @@ class GatewaySettings(ServiceSettings):
     # /health and /health/ready: one probe of the dependencies serves every request
     # for this long (0: only requests that arrive while a probe runs share it).
     health_cache_s: float = Field(default=1.0, ge=0, le=60, validation_alias="EXAI_HEALTH_CACHE_S")
+
+    # The latency objective (exai.gateway.latency_objective): what the gateway controls,
+    # not how long a model thinks. A streamed call meets `first_chunk` when its first
+    # chunk reaches the client within the threshold; every successful call meets
+    # `overhead` when its duration minus the time spent waiting on the providers is
+    # within its threshold. Per-tool values override the default for that tool.
+    slo_first_chunk_s: float = Field(
+        default=5.0, gt=0, allow_inf_nan=False, validation_alias="EXAI_SLO_FIRST_CHUNK_S"
+    )
+    slo_first_chunk_s_by_tool: ToolSeconds = Field(
+        default_factory=dict, validation_alias="EXAI_SLO_FIRST_CHUNK_S_BY_TOOL"
+    )
+    slo_overhead_s: float = Field(
+        default=0.5, gt=0, allow_inf_nan=False, validation_alias="EXAI_SLO_OVERHEAD_S"
+    )
+    slo_overhead_s_by_tool: ToolSeconds = Field(
+        default_factory=dict, validation_alias="EXAI_SLO_OVERHEAD_S_BY_TOOL"
+    )
+
+    @field_validator("slo_first_chunk_s_by_tool", "slo_overhead_s_by_tool", mode="before")
+    @classmethod
+    def _tool_seconds(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():  # compose's `${VAR:-}`
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError('expected a JSON object {"tool": seconds}') from None
+        if not isinstance(value, dict):
+            raise ValueError('expected a JSON object {"tool": seconds}')
+        for tool, seconds in value.items():
+            if tool not in GATEWAY_TOOLS:
+                known = ", ".join(sorted(GATEWAY_TOOLS))
+                raise ValueError(f"unknown tool {str(tool)[:64]!r} (tools: {known})")
+            if (
+                not isinstance(seconds, int | float)
+                or isinstance(seconds, bool)
+                or not math.isfinite(seconds)
+                or seconds <= 0
+            ):
+                raise ValueError(f"{tool}: expected a number of seconds > 0")
+        return {tool: float(seconds) for tool, seconds in value.items()}
 
     @field_validator("history_budget_chars_by_model", mode="before")
     @classmethod

@@ -28,15 +28,31 @@ the session or request ID. Native calls keep their ``ws call_tool {tool}`` name.
 carry ``gen_ai.tool.name`` and ``gen_ai.operation.name`` ``execute_tool``, as GenAI tool
 execution spans do. The client-error rule above holds for MCP too (the MCP conventions
 do not count invalid-request errors as server errors either).
+
+Latency the gateway controls (its SLO is not about how long a model thinks):
+
+- ``exai.gateway.time_to_first_chunk`` (streamed calls): from the call's start to its
+  first chunk sent to the client, by tool;
+- ``exai.gateway.overhead.duration``: the call's duration minus the wall time spent
+  waiting on the LLM providers (as provider-proxy reports it, ws_gateway.clients), by
+  tool and outcome;
+- ``exai.gateway.latency_objective``: per successful call, ``overhead`` (and, when it
+  streamed, ``first_chunk``) ``met`` or ``missed`` against the per-tool thresholds of
+  :class:`LatencyObjectives` (EXAI_SLO_*).
+
+``exai.gateway.calls`` and ``exai.gateway.latency_objective`` start at 0 for every tool,
+protocol and outcome (resp. indicator and result), so that ``rate()`` sees the first
+error of a series.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from opentelemetry import context
 from opentelemetry.context import Context
@@ -65,10 +81,13 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from exai_contracts.ids import DEFAULT_CLIENT_ID
 from exai_telemetry import names
-from exai_telemetry.correlation import with_correlation_id, with_tool
-from exai_telemetry.setup import Telemetry
+from exai_telemetry.correlation import GATEWAY_TOOLS, with_correlation_id, with_tool
+from exai_telemetry.setup import DURATION_BUCKETS_S, Telemetry
+from ws_gateway.clients import ProviderWaits, tracking_provider_waits
 from ws_gateway.errors import ErrorCode
+from ws_gateway.settings import GatewaySettings
 from ws_gateway.types import Outcome, ProtocolName, RequestId
 
 INSTRUMENTATION_NAME = "ws_gateway"
@@ -83,6 +102,33 @@ MCP_TRANSPORT: dict[str, AttributeValue] = {
     NETWORK_PROTOCOL_NAME: "websocket",
 }
 NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})  # 1005: a close frame without a code
+
+SloIndicator = Literal["first_chunk", "overhead"]
+SloResult = Literal["met", "missed"]
+
+
+@dataclass(frozen=True)
+class LatencyObjectives:
+    """Per-tool thresholds (seconds) of the latency objective; the settings' EXAI_SLO_*."""
+
+    first_chunk_s: float = 5.0
+    overhead_s: float = 0.5
+    first_chunk_s_by_tool: Mapping[str, float] = field(default_factory=dict)
+    overhead_s_by_tool: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, settings: GatewaySettings) -> LatencyObjectives:
+        return cls(
+            settings.slo_first_chunk_s,
+            settings.slo_overhead_s,
+            settings.slo_first_chunk_s_by_tool,
+            settings.slo_overhead_s_by_tool,
+        )
+
+    def threshold_s(self, indicator: SloIndicator, tool: str) -> float:
+        if indicator == "first_chunk":
+            return self.first_chunk_s_by_tool.get(tool, self.first_chunk_s)
+        return self.overhead_s_by_tool.get(tool, self.overhead_s)
 
 
 def call_span_name(tool: str, protocol: ProtocolName = "native") -> str:
@@ -112,6 +158,15 @@ class CallScope:
     outcome: Outcome | None = None
     error_code: ErrorCode | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    # time.perf_counter() when the call started, and after how long its first
+    # streamed chunk went out (None: it streamed nothing).
+    started: float = field(default_factory=time.perf_counter)
+    first_chunk_s: float | None = None
+
+    def chunk_sent(self) -> None:
+        """A stream chunk has just been sent to the client."""
+        if self.first_chunk_s is None:
+            self.first_chunk_s = time.perf_counter() - self.started
 
     @property
     def trace_id(self) -> str:
@@ -126,7 +181,8 @@ class CallScope:
 
 
 class GatewayTelemetry:
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, objectives: LatencyObjectives | None = None) -> None:
+        self._objectives = objectives or LatencyObjectives()
         self._tracer = telemetry.tracer(INSTRUMENTATION_NAME)
         meter = telemetry.meter(INSTRUMENTATION_NAME)
         self._connections = meter.create_up_down_counter(
@@ -157,6 +213,56 @@ class GatewayTelemetry:
             description="MCP session (WebSocket connection) duration",
             explicit_bucket_boundaries_advisory=MCP_DURATION_BUCKETS_S,
         )
+        self._first_chunk = meter.create_histogram(
+            names.M_GATEWAY_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Streamed calls: time from the call's start to its first chunk sent",
+            # Not matched by the duration View: the same seconds buckets (5 s among them).
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
+        )
+        self._overhead = meter.create_histogram(
+            names.M_GATEWAY_OVERHEAD_DURATION,
+            unit="s",
+            description="Call duration minus the time spent waiting on the LLM providers",
+        )
+        self._objective = meter.create_counter(
+            names.M_GATEWAY_LATENCY_OBJECTIVE,
+            unit="{call}",
+            description="Successful calls that met or missed their latency objective",
+        )
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Every series the SLO and alerts divide, at 0 before the first call."""
+        for tool in sorted(GATEWAY_TOOLS):
+            for protocol in get_args(ProtocolName):
+                for outcome in get_args(Outcome):
+                    self._calls.add(
+                        0, {names.TOOL: tool, names.PROTOCOL: protocol, names.OUTCOME: outcome}
+                    )
+            for indicator in get_args(SloIndicator):
+                for result in get_args(SloResult):
+                    self._objective.add(0, _objective_labels(tool, indicator, result))
+
+    def _record_latency(
+        self, tool: str, outcome: Outcome, elapsed_s: float, scope: CallScope | None, waits: float
+    ) -> None:
+        overhead_s = max(elapsed_s - waits, 0.0)
+        self._overhead.record(overhead_s, {names.TOOL: tool, names.OUTCOME: outcome})
+        first_chunk_s = scope.first_chunk_s if scope is not None else None
+        if first_chunk_s is not None:
+            self._first_chunk.record(first_chunk_s, {names.TOOL: tool})
+        if outcome != "ok":
+            return  # the objective is about answers; failures have their own SLO
+        self._objective_event(tool, "overhead", overhead_s)
+        if first_chunk_s is not None:
+            self._objective_event(tool, "first_chunk", first_chunk_s)
+
+    def _objective_event(self, tool: str, indicator: SloIndicator, value_s: float) -> None:
+        result: SloResult = (
+            "met" if value_s <= self._objectives.threshold_s(indicator, tool) else "missed"
+        )
+        self._objective.add(1, _objective_labels(tool, indicator, result))
 
     @contextmanager
     def mcp_session(self, protocol_version: Callable[[], str | None]) -> Iterator[McpSessionScope]:
@@ -219,6 +325,7 @@ class GatewayTelemetry:
         token = context.attach(with_tool(tool, with_correlation_id(correlation_id, Context())))
         started = time.perf_counter()
         scope: CallScope | None = None
+        waits: ProviderWaits | None = None
         attributes: dict[str, AttributeValue] = {
             names.TOOL: tool,
             names.PROTOCOL: protocol,
@@ -245,14 +352,17 @@ class GatewayTelemetry:
             attributes[MCP_SESSION_ID] = session_id
             attributes[JSONRPC_REQUEST_ID] = str(request_id)
         try:
-            with self._tracer.start_as_current_span(
-                call_span_name(tool, protocol),
-                kind=SpanKind.SERVER,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                scope = CallScope(span, correlation_id)
+            with (
+                tracking_provider_waits(client_id or DEFAULT_CLIENT_ID) as waits,
+                self._tracer.start_as_current_span(
+                    call_span_name(tool, protocol),
+                    kind=SpanKind.SERVER,
+                    attributes=attributes,
+                    record_exception=False,
+                    set_status_on_exception=False,
+                ) as span,
+            ):
+                scope = CallScope(span, correlation_id, started=started)
                 try:
                     yield scope
                 except BaseException as exc:
@@ -270,6 +380,9 @@ class GatewayTelemetry:
             labels = {names.TOOL: tool, names.PROTOCOL: protocol, names.OUTCOME: outcome}
             self._calls.add(1, labels)
             self._duration.record(elapsed, labels)
+            self._record_latency(
+                tool, outcome, elapsed, scope, waits.wall_s() if waits is not None else 0.0
+            )
             # A cancelled MCP request gets no answer: no operation to time.
             if protocol == "mcp" and outcome != "cancelled":
                 if outcome != "ok":
@@ -296,3 +409,7 @@ class GatewayTelemetry:
         # semantic conventions' rule for a SERVER span and a 4xx).
         if outcome != "client_error":
             span.set_status(StatusCode.ERROR, str(code))
+
+
+def _objective_labels(tool: str, indicator: SloIndicator, result: SloResult) -> dict[str, str]:
+    return {names.TOOL: tool, names.SLO_INDICATOR: indicator, names.SLO_RESULT: result}

@@ -47,7 +47,6 @@ def stack(webhook: AlertWebhook) -> Iterator[RunningStack]:
         "GLM_API_KEY": GLM_KEY,
         "GLM_BASE_URL": "http://127.0.0.1:8099/api/paas/v4",
         "EXAI_TRACE_SAMPLE_PERCENT": "10",
-        "EXAI_TAIL_DECISION_WAIT": "4s",
         "EXAI_SPANMETRICS_FLUSH_INTERVAL": "2s",
         # Fast failures keep the alert test short; retries still happen (and are kept).
         "EXAI_RETRY_BASE_DELAY_S": "0.05",

@@ -6,11 +6,16 @@ collector on the proxy's export schedule, so the collector must wait for them af
 gateway's root span. Each call here is made to retry exactly once: the simulator answers
 429 with Retry-After 1 s, the test sees the refusal and lifts the fault, and the retry
 succeeds — fast enough (~1 s) that the latency policy cannot be what keeps it.
+
+A long call is kept for its latency, which only its root span (the gateway's call span,
+exported when the call ends) carries: the collector must not decide before that root
+arrives, however early the trace's first spans (the history read) came in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
@@ -23,6 +28,7 @@ from tests.e2e.helpers import (
     GatewaySession,
     Jaeger,
     eventually,
+    parent_of,
     span_services,
     span_tags,
 )
@@ -32,6 +38,14 @@ pytestmark = pytest.mark.e2e
 
 KIMI_MODEL = "kimi-k2-0905-preview"
 RETRIED_CALLS = 10
+# Three at once: at 10 % baseline sampling, the chance that all three are kept by luck
+# when the slow policy cannot see their roots is 1 in 1000.
+LONG_CALLS = 3
+# The simulator holds the first chunk this long, then streams the rest: ~10 s a call.
+LONG_CALL_FIRST_CHUNK_MS = 8000
+LONG_CALL_TOKENS_PER_S = 10
+HISTORY_READ_ROUTE = "/v1/conversations/{continuation_id}"
+HISTORY_WRITE_ROUTE = "/v1/conversations/{continuation_id}/messages"
 
 
 def admin_headers(internal_tokens: dict[str, str]) -> dict[str, str]:
@@ -90,7 +104,8 @@ async def test_retried_but_successful_calls_are_all_kept_at_10_percent_sampling(
             found[correlation_id] = traces[0]
         return found
 
-    # decision_wait is 4 s in the e2e stack: all ten are decided well within a minute.
+    # Each is decided 3 s after its root arrives (decision_wait_after_root_received):
+    # all ten are decided well within a minute.
     traces = eventually(kept, timeout_s=60)
     for correlation_id, trace in traces.items():
         assert trace["traceID"] == by_correlation[correlation_id]
@@ -112,6 +127,110 @@ async def test_retried_but_successful_calls_are_all_kept_at_10_percent_sampling(
             if span_tags(s).get("error") or span_tags(s).get("exai.provider.retries")
         }
         assert flagged == {"provider-proxy"}
+
+
+async def _long_streamed_call_with_memory(
+    token: str, conversation: str, correlation_id: str
+) -> Any:
+    arguments = {
+        "prompt": "take your time",
+        "model": KIMI_MODEL,
+        "continuation_id": conversation,
+        "stream": True,
+    }
+    # A session per call: the test client reads one answer at a time.
+    async with GatewaySession.open(token) as session:
+        return await session.call("chat", arguments, correlation_id)
+
+
+async def test_a_long_streamed_call_with_memory_is_kept_whole_by_the_slow_policy(
+    stack: RunningStack, jaeger: Jaeger, internal_tokens: dict[str, str]
+) -> None:
+    # Each call's history read (a storage-adapter round trip before the provider request)
+    # reaches the collector within a second; the root span only when the call ends ~10 s
+    # later. Decided before that, the trace has no span over the latency threshold and no
+    # error: only the 10 % baseline could keep it.
+    run = uuid.uuid4().hex[:8]
+    conversations = [f"conv-long-{run}-{i}" for i in range(LONG_CALLS)]
+    async with httpx.AsyncClient(
+        base_url=SIMULATOR, headers=admin_headers(internal_tokens), timeout=10
+    ) as admin:
+        async with GatewaySession.open(stack.ws_token) as session:
+            # Two fast exchanges first: the first creates each conversation, so the long
+            # call's history read finds it (a 404 would be an error span, kept for that);
+            # the second takes the long call's path once, so the storage adapter's Redis
+            # scripts are loaded (redis-py's first EVALSHA of a script fails with
+            # NOSCRIPT, recorded as an error span, then loads it).
+            for conversation in conversations:
+                for prompt in ("hello", "hello again"):
+                    seeded = await session.call(
+                        "chat",
+                        {"prompt": prompt, "model": KIMI_MODEL, "continuation_id": conversation},
+                    )
+                    assert seeded.ok, seeded.frame
+            before = (await admin.get("/admin/latency")).raise_for_status().json()
+            slow = {"ms": LONG_CALL_FIRST_CHUNK_MS, "tokens_per_s": LONG_CALL_TOKENS_PER_S}
+            (await admin.post("/admin/latency", json=slow)).raise_for_status()
+            try:
+                results = await asyncio.gather(
+                    *(
+                        _long_streamed_call_with_memory(
+                            stack.ws_token, conversation, f"e2e-long-{run}-{i}"
+                        )
+                        for i, conversation in enumerate(conversations)
+                    )
+                )
+            finally:
+                (await admin.post("/admin/latency", json=before)).raise_for_status()
+    assert all(r.ok for r in results), [r.frame for r in results if not r.ok]
+
+    seen: dict[str, object] = {}
+
+    def whole(correlation_id: str) -> dict[str, Any] | None:
+        traces = jaeger.traces_by_correlation_id(correlation_id)
+        seen[correlation_id] = len(traces)
+        if len(traces) != 1:
+            return None
+        trace = traces[0]
+        services = set(span_services(trace).values())
+        routes = {span_tags(s).get("http.route") for s in trace["spans"]}
+        seen[correlation_id] = (sorted(services), sorted(str(r) for r in routes))
+        wanted = {"ws-gateway", "provider-proxy", "storage-adapter", "llm-simulator"}
+        if wanted <= services and {HISTORY_READ_ROUTE, HISTORY_WRITE_ROUTE} <= routes:
+            return trace
+        return None
+
+    for result in results:
+        # Decided a few seconds after its root arrived (decision_wait_after_root_received),
+        # not after the full decision_wait.
+        try:
+            trace = eventually(lambda r=result: whole(r.correlation_id), timeout_s=60)
+        except AssertionError as exc:
+            # Traces found per call (0: none kept), or what the kept one lacked.
+            raise AssertionError(f"{result.correlation_id}: {seen}") from exc
+        assert trace["traceID"] == result.frame["trace_id"]
+        spans = trace["spans"]
+        root = next(s for s in spans if parent_of(s) is None)
+        assert root["operationName"] == "ws call_tool chat"
+        assert root["duration"] >= (LONG_CALL_FIRST_CHUNK_MS - 500) * 1000, root["duration"]
+        # Nothing but its latency can have kept it.
+        assert not [s["operationName"] for s in spans if span_tags(s).get("error")]
+        assert not [s for s in spans if span_tags(s).get("exai.provider.retries")]
+        # Every hop arrived, including the early history read, the write after the
+        # answer and the proxy's spans (on the proxy's own export schedule).
+        service_of = span_services(trace)
+        by_service: dict[str, set[str]] = {}
+        for span in spans:
+            by_service.setdefault(service_of[span["spanID"]], set()).add(span["operationName"])
+        assert len(by_service["provider-proxy"]) >= 2, by_service["provider-proxy"]
+        storage_server = {
+            (span_tags(s).get("http.request.method"), span_tags(s).get("http.route"))
+            for s in spans
+            if service_of[s["spanID"]] == "storage-adapter"
+            and span_tags(s).get("span.kind") == "server"
+        }
+        assert ("GET", HISTORY_READ_ROUTE) in storage_server, storage_server
+        assert ("POST", HISTORY_WRITE_ROUTE) in storage_server, storage_server
 
 
 async def test_logs_reach_the_file_with_trace_and_correlation_ids(

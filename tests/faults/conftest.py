@@ -3,7 +3,7 @@
 tests/e2e runs before this package and stops its stack when it ends (its fixtures are
 package-scoped), so the fixed ports are free again here. The overrides differ from the
 e2e stack's where the faults need it: provider timeouts short enough that a hanging
-provider fails a call within seconds, a slow stream slow enough to miss the latency SLO,
+provider fails a call within seconds, a provider slow to start its answer past the first-chunk objective,
 and Alertmanager updates every 10 s so that a resolution arrives soon after it happens.
 """
 
@@ -55,12 +55,15 @@ def stack(webhook: AlertWebhook) -> Iterator[RunningStack]:
         "GLM_API_KEY": "faults-glm-" + secrets.token_hex(12),
         "GLM_BASE_URL": "http://127.0.0.1:8099/api/paas/v4",
         # A hanging provider fails an attempt after 4 s (3 attempts, then the breaker
-        # opens); a slow stream (3 tokens/s, ~7 s per answer) stays inside the deadline.
+        # opens). The slow provider holds its first token 3 s, inside that read timeout
+        # but past this stack's first-chunk objective of 2 s (the threshold is the
+        # gateway's setting, so the fault needs no 4 s read timeout raised).
         "KIMI_READ_TIMEOUT_S": "4",
         "GLM_READ_TIMEOUT_S": "4",
         "KIMI_DEADLINE_S": "20",
         "GLM_DEADLINE_S": "20",
-        "SIM_SLOW_TOKENS_PER_S": "3",
+        "SIM_SLOW_FIRST_TOKEN_S": "3",
+        "EXAI_SLO_FIRST_CHUNK_S": "2",
         "EXAI_RETRY_BASE_DELAY_S": "0.05",
         "EXAI_RETRY_MAX_DELAY_S": "0.2",
         "EXAI_CIRCUIT_COOLDOWN_S": "2",

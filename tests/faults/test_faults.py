@@ -109,7 +109,7 @@ def test_provider_hangs(campaign: Campaign) -> None:
     assert "client_timeout" not in run.errors
 
 
-def test_provider_slow_stream(campaign: Campaign) -> None:
+def test_provider_slow_first_token(campaign: Campaign) -> None:
     run = campaign.runs["provider_slow"]
     _assert_handled(run)
     # Slow is not broken: every call is answered. (Not every one stored: the storage

@@ -6,9 +6,15 @@ API, the compose stack with the upstream images).
 - `dashboards()`, `panels()`: grafana/dashboards/*.json (equal to the generator's output by
   the unit tests), rows' nested panels included;
 - `panel_queries()`: every Prometheus target of every panel with the dashboard's template
-  variables filled in (All, then each service where a panel is per service);
+  variables filled in (All, then the environment, then each service where a panel is per
+  service);
+- `selectors()`: every series selector of a PromQL query, from Prometheus' own parser
+  (/api/v1/parse_query): a panel whose query has data only through an `or … * 0` or
+  `or vector(0)` fallback is caught by proving each selector matches series;
 - `drive()`: plain, streamed, memory and consensus calls on both providers, intermittent
-  provider errors (retried), then a provider outage until an alert fires.
+  provider errors (retried), then a provider outage until an alert fires;
+  `drive_fallbacks()`: calls that fall back to another provider, and fallbacks that fail
+  too (the proxy must run with a fallback map).
 """
 
 from __future__ import annotations
@@ -50,6 +56,10 @@ NOT_PROMETHEUS = {
 }
 # Whose value must be above 0 after the traffic, not only a 0 line: the fault shows.
 FAULT_PANELS = ("GLM: errors/s", "Retries per second by reason", "Alerts firing")
+# The same, after drive_fallbacks() (a proxy with a fallback map).
+FALLBACK_PANELS = ("Fallbacks per second (from → to)", "Failed fallbacks per second")
+# provider-proxy's fallback map for drive_fallbacks(): GLM's calls go to Kimi.
+FALLBACK_MAP = '{"glm": "kimi"}'
 
 
 @dataclass(frozen=True)
@@ -136,8 +146,9 @@ async def healthy_round(session: GatewaySession) -> None:
             session, "chat", {"prompt": "dashboards, streamed", "model": model}, stream=True
         )
         assert streamed["op"] == "call_tool_res" and streamed["_chunks"] > 0, streamed
-    # Memory: the first call writes the conversation, the second reads it back.
-    for turn in ("remember this", "what did I say?"):
+    # Memory: the first call writes the conversation, the second reads it back (a cache
+    # miss that refills the cache), the third reads it from the cache (a hit).
+    for turn in ("remember this", "what did I say?", "and before that?"):
         reply = await call(
             session,
             "chat",
@@ -219,11 +230,16 @@ def variable_combos(
     templating = {v["name"]: v for v in board.get("templating", {}).get("list", [])}
     if "service" not in templating:
         values = {"correlation_id": ""} if "correlation_id" in templating else {}
-        return [{f"${name}": value for name, value in values.items()}]
+        combos = [{f"${name}": value for name, value in values.items()}]
+        if "env" in templating:
+            envs = label_values(prometheus, templating["env"]["query"]["query"])
+            assert envs == [environment], envs
+            combos = [{**combos[0], "$env": ".*"}, {**combos[0], "$env": environment}]
+        return combos
     services = label_values(prometheus, templating["service"]["query"]["query"])
     assert set(OUR_SERVICES) <= set(services)
     env_query = templating["env"]["query"]["query"]
-    combos = [{"$service": ".*", "$env": ".*"}]  # the default: All
+    combos = [{"$service": ".*", "$env": ".*"}, {"$service": ".*", "$env": environment}]
     for service in services:
         envs = label_values(prometheus, substitute(env_query, {"$service": service}))
         assert envs == [environment], (service, envs)
@@ -238,6 +254,14 @@ def panel_queries(
     per service where the panel has data for every service)."""
     queries: list[Query] = []
     per_service: list[Query] = []
+    # Services that handle requests (the canary only makes them): their RED panels.
+    servers = set(
+        label_values(
+            prometheus,
+            'label_values(traces_spanmetrics_calls_total{span_kind="SPAN_KIND_SERVER"},'
+            " service_name)",
+        )
+    )
     for board in dashboards():
         combos = variable_combos(prometheus, board, environment)
         for panel in panels(board):
@@ -251,10 +275,16 @@ def panel_queries(
                         instant=bool(target.get("instant")),
                         datasource=target["datasource"]["uid"],
                     )
-                    if variables.get("$service", ".*") == ".*":
-                        queries.append(query)
+                    if (
+                        variables.get("$service", ".*") == ".*"
+                        and variables.get("$env", ".*") == ".*"
+                    ):
+                        queries.append(query)  # the default: All
+                    elif variables.get("$service", ".*") == ".*":
+                        per_service.append(query)  # one environment: every panel
                     elif (
-                        "SPAN_KIND_SERVER" in target["expr"]
+                        variables["$service"] in servers
+                        and "SPAN_KIND_SERVER" in target["expr"]
                         and "http_route" not in target["expr"]
                         and panel["type"] != "heatmap"
                     ):
@@ -262,3 +292,135 @@ def panel_queries(
                         # route): its RED-by-span panels have data.
                         per_service.append(query)
     return queries, per_service
+
+
+# ------------------------------------------------------------------ what a query reads
+
+
+_MATCH_OPS = {"=": "=", "!=": "!=", "=~": "=~", "!~": "!~"}
+
+
+def selectors(prometheus: Prometheus, expr: str) -> list[str]:
+    """Every vector and range selector of `expr` as a series selector
+    (`{__name__="m", a=~"b"}`), from Prometheus' parser: its AST, not a regex over text."""
+    response = prometheus.http.get("/api/v1/parse_query", params={"query": substitute(expr, {})})
+    assert response.status_code == 200, f"{expr}: {response.text}"
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        if node.get("type") in ("vectorSelector", "matrixSelector") and "matchers" in node:
+            matchers = ", ".join(
+                f"{m['name']}{_MATCH_OPS[m['type']]}{json.dumps(m['value'])}"
+                for m in node["matchers"]
+            )
+            found.append("{" + matchers + "}")
+        for value in node.values():
+            walk(value)
+
+    walk(response.json()["data"])
+    return found
+
+
+def selectors_without_series(prometheus: Prometheus, queries: list[Query]) -> dict[str, str]:
+    """selector -> the first query using it, for each selector with no series over the
+    test's time range."""
+    users: dict[str, str] = {}
+    for query in queries:
+        for selector in selectors(prometheus, query.expr):
+            users.setdefault(selector, query.where)
+    now = time.time()
+    missing = {}
+    for selector, where in users.items():
+        response = prometheus.http.get(
+            "/api/v1/series",
+            params={"match[]": selector, "start": now - LOOKBACK_S, "end": now},
+        )
+        response.raise_for_status()
+        if not response.json()["data"]:
+            missing[selector] = where
+    return missing
+
+
+def alert_list_panels(boards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for board in boards for p in panels(board) if p["type"] == "alertlist"]
+
+
+def log_panel_queries(boards: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(where, LogQL) of every Loki target."""
+    return [
+        (f"{board['uid']} / {panel['title']} / {target['refId']}", target["expr"])
+        for board in boards
+        for panel in panels(board)
+        for target in panel.get("targets", [])
+        if target["datasource"]["type"] == "loki"
+    ]
+
+
+async def drive_fallbacks(
+    token: str, simulator: Simulator, gateway_url: str = GATEWAY
+) -> dict[str, int]:
+    """With provider-proxy running FALLBACK_MAP: GLM fails, its calls are answered by Kimi
+    (fallbacks that work); then both fail (fallbacks that fail). Returns the outcomes."""
+    outcomes = {"ok": 0, "error": 0}
+    async with GatewaySession.open(token, gateway_url) as session:
+        for faulty, rounds in ((("glm",), 8), (("glm", "kimi"), 4)):
+            for provider in faulty:
+                simulator.set_fault("error_500", 1.0, provider=provider)
+            try:
+                for _ in range(rounds):
+                    reply = await call(session, "chat", {"prompt": "fall back", "model": GLM_MODEL})
+                    outcomes["ok" if reply["op"] == "call_tool_res" else "error"] += 1
+                    # Over several metric exports, so that rate() sees the counter rise.
+                    await asyncio.sleep(1)
+            finally:
+                simulator.clear_faults()
+        # Both breakers close after their cooldown and a successful half-open probe.
+        deadline = time.monotonic() + 60
+        for model in (KIMI_MODEL, GLM_MODEL):
+            while (await call(session, "chat", {"prompt": "back?", "model": model}))[
+                "op"
+            ] != "call_tool_res":
+                assert time.monotonic() < deadline, f"{model}: circuit did not close"
+                await asyncio.sleep(1)
+        # Healthy again, so the last minute's windows hold ordinary calls too.
+        await healthy_round(session)
+    return outcomes
+
+
+# Selectors of events the dashboard traffic does not cause, and why their absence proves
+# nothing wrong:
+# - the event matchers below, on a selector whose twin without the matcher has series
+#   (errors of calls that all succeeded here; the twin proves the metric and the other
+#   labels are spelled right);
+# - the collector's failure counters, which the collector creates with their first event
+#   (the fault suite, tests/faults, makes exporters fail).
+EVENT_MATCHERS = ('status_code="STATUS_CODE_ERROR"', 'error_type="queue_full"')
+FIRST_EVENT_METRICS = (
+    "otelcol_exporter_send_failed_spans_total",
+    "otelcol_exporter_send_failed_metric_points_total",
+    "otelcol_exporter_send_failed_log_records_total",
+    "otelcol_processor_tail_sampling_early_releases_from_cache_decision_total",
+)
+
+
+def excused(prometheus: Prometheus, selector: str) -> bool:
+    """Whether a selector without series is one of the events above."""
+    if any(f'__name__="{name}"' in selector for name in FIRST_EVENT_METRICS):
+        return True
+    for matcher in EVENT_MATCHERS:
+        if matcher in selector:
+            twin = selector.replace(f"{matcher}, ", "").replace(f", {matcher}", "")
+            now = time.time()
+            response = prometheus.http.get(
+                "/api/v1/series",
+                params={"match[]": twin, "start": now - LOOKBACK_S, "end": now},
+            )
+            response.raise_for_status()
+            return bool(response.json()["data"])
+    return False

@@ -14,7 +14,7 @@ async def sse_payloads(response: httpx.Response) -> list[str]:
     async for line in response.aiter_lines():
         if line.startswith("data: "):
             payloads.append(line.removeprefix("data: "))
-        else:
+        elif not line.startswith(":"):  # comments (the proxy's server-timing) are no data
             assert line == "", f"unexpected SSE line {line!r}"
     return payloads
 

@@ -115,14 +115,18 @@ class RunningStack:
         os.kill(running.pid, signum)
         running.popen.wait(timeout_s)
 
-    def restart(self, name: str, timeout_s: float = 90) -> None:
+    def restart(
+        self, name: str, timeout_s: float = 90, env: Mapping[str, str] | None = None
+    ) -> None:
         """Start a stopped process again with the same command and environment (its log
-        continues) and wait until it is ready."""
+        continues), or with `env` instead, and wait until it is ready."""
         old = self.processes[name]
         if old.popen.poll() is None:
             raise RuntimeError(f"{name} is still running")
         old.log_file.close()
-        new = StackProcess.start(old.proc, old.env, old.log_path, "ab")
+        new = StackProcess.start(
+            old.proc, dict(old.env if env is None else env), old.log_path, "ab"
+        )
         self.processes[name] = new
         _wait_ready(new.proc, new.popen, new.log_path, timeout_s)
 

@@ -15,6 +15,7 @@ import pytest
 
 from exai_telemetry.settings import ServiceSettings
 from tests.config_tools import REPO_ROOT, load_yaml
+from ws_gateway.settings import GatewaySettings
 
 CONFIG = load_yaml("otel-collector.yaml")
 COMPONENTS_TXT = REPO_ROOT / "deploy" / "local-stack" / "otelcol" / "components.txt"
@@ -111,7 +112,11 @@ def test_span_metrics_and_service_graph_see_every_span_before_sampling() -> None
     ingest = pipelines()["traces/ingest"]
     assert ingest["receivers"] == ["otlp"]
     assert "tail_sampling" not in ingest["processors"]
-    assert {"span_metrics", "forward/servicegraph", "forward"} <= set(ingest["exporters"])
+    assert {"forward/spanmetrics", "forward/servicegraph", "forward"} <= set(ingest["exporters"])
+    span_metrics = pipelines()["traces/spanmetrics"]
+    assert span_metrics["receivers"] == ["forward/spanmetrics"]
+    assert span_metrics["exporters"] == ["span_metrics"]
+    assert "tail_sampling" not in span_metrics["processors"]
     graph = pipelines()["traces/servicegraph"]
     assert graph["receivers"] == ["forward/servicegraph"]
     assert graph["exporters"] == ["servicegraph"]
@@ -121,8 +126,11 @@ def test_span_metrics_and_service_graph_see_every_span_before_sampling() -> None
     assert sampled["processors"][0] == "tail_sampling"
     assert any(component_type(e) == "otlp_grpc" for e in sampled["exporters"])
     # Exemplars come only from the spans that were kept.
-    assert "span_metrics/kept" in sampled["exporters"]
-    assert "span_metrics/kept" not in ingest["exporters"]
+    assert "forward/spanmetrics-kept" in sampled["exporters"]
+    kept = pipelines()["traces/spanmetrics-kept"]
+    assert kept["receivers"] == ["forward/spanmetrics-kept"]
+    assert kept["exporters"] == ["span_metrics/kept"]
+    assert not any("span_metrics" in e for e in ingest["exporters"])
     # Redaction happens before anything leaves the ingest pipeline (connectors included).
     for processor in ("redaction", "transform/redact", "attributes/credential-headers"):
         assert processor in ingest["processors"]
@@ -173,10 +181,53 @@ def test_tail_sampling_keeps_what_design_requires() -> None:
     )
 
 
-def test_tail_sampling_decides_fast_enough_for_tests() -> None:
+def _seconds(value: str, variable: str) -> int:
+    match = re.fullmatch(rf"\$\{{env:{variable}:-(\d+)s\}}", value)
+    assert match, value
+    return int(match.group(1))
+
+
+def _default_int(value: str) -> int:
+    match = _ENV_DEFAULT.match(value)
+    assert match, value
+    return int(match.group(2))
+
+
+def _longest_export_delay_s() -> float:
+    delay_field = ServiceSettings.model_fields["bsp_schedule_delay_ms"]
+    longest_ms = max(m.le for m in delay_field.metadata if getattr(m, "le", None) is not None)
+    return float(longest_ms) / 1000
+
+
+def test_tail_sampling_waits_for_the_root_of_the_longest_call() -> None:
+    # The first span to arrive (a history read) starts the clock; the root arrives when
+    # the call ends, at most the gateway's call timeout later, plus the export delay.
     tail = CONFIG["processors"]["tail_sampling"]
-    wait = re.fullmatch(r"\$\{env:EXAI_TAIL_DECISION_WAIT:-(\d+)s\}", tail["decision_wait"])
-    assert wait and int(wait.group(1)) <= 10
+    wait = _seconds(tail["decision_wait"], "EXAI_TAIL_DECISION_WAIT")
+    call_timeout = GatewaySettings.model_fields["call_timeout_s"].default
+    assert wait >= call_timeout + _longest_export_delay_s() + 1
+    # ... and stays an upper bound: ordinary traces are decided soon after their root.
+    after_root = _seconds(
+        tail["decision_wait_after_root_received"], "EXAI_TAIL_DECISION_WAIT_AFTER_ROOT"
+    )
+    assert after_root < 10 < wait
+
+
+def test_tail_sampling_holds_every_undecided_trace_of_its_design_rate() -> None:
+    tail = CONFIG["processors"]["tail_sampling"]
+    wait = _seconds(tail["decision_wait"], "EXAI_TAIL_DECISION_WAIT")
+    rate = tail["expected_new_traces_per_sec"]
+    # Every call running into the timeout: `rate` new traces a second, each undecided
+    # for up to decision_wait. Evicting one before its decision loses it unseen.
+    assert tail["num_traces"] >= rate * wait
+    cache = tail["decision_cache"]
+    assert cache["sampled_cache_size"] >= 10 * tail["num_traces"]
+    assert cache["non_sampled_cache_size"] >= 10 * tail["num_traces"]
+    # The memory_limiter refuses before num_traces traces (~36 KB each, measured) fill
+    # the heap past its soft limit.
+    limiter = CONFIG["processors"]["memory_limiter"]
+    soft_limit_mib = _default_int(limiter["limit_mib"]) - _default_int(limiter["spike_limit_mib"])
+    assert tail["num_traces"] * 36 / 1024 <= soft_limit_mib
 
 
 def test_tail_sampling_waits_longer_after_the_root_than_the_services_export_delay() -> None:
@@ -186,10 +237,8 @@ def test_tail_sampling_waits_longer_after_the_root_than_the_services_export_dela
         tail["decision_wait_after_root_received"],
     )
     assert wait
-    delay_field = ServiceSettings.model_fields["bsp_schedule_delay_ms"]
-    longest_delay_ms = max(m.le for m in delay_field.metadata if getattr(m, "le", None) is not None)
     # The longest export delay a service accepts, plus a second for the export itself.
-    assert int(wait.group(1)) * 1000 >= longest_delay_ms + 1000
+    assert int(wait.group(1)) >= _longest_export_delay_s() + 1
 
 
 def test_exemplars_only_from_kept_spans_and_only_bounded_dimensions() -> None:
@@ -212,6 +261,28 @@ def test_exemplars_only_from_kept_spans_and_only_bounded_dimensions() -> None:
     } <= dimensions
     unbounded = re.compile(r"(_id$|\.id$|url\.|path|query|prompt|completion|message)")
     assert not {d for d in dimensions if unbounded.search(d)}
+
+
+def test_span_metrics_name_the_callee_of_client_spans_only() -> None:
+    for connector in ("span_metrics", "span_metrics/kept"):
+        dimensions = {d["name"] for d in CONFIG["connectors"][connector]["dimensions"]}
+        assert {"server.address", "db.system.name"} <= dimensions, connector
+    # On a server span server.address is the caller's Host header: unbounded.
+    statements = CONFIG["processors"]["transform/spanmetrics-callee"]["trace_statements"]
+    assert statements[0]["statements"] == [
+        'delete_key(span.attributes, "server.address") where span.kind != SPAN_KIND_CLIENT'
+    ]
+    for pipeline in ("traces/spanmetrics", "traces/spanmetrics-kept"):
+        assert pipelines()[pipeline]["processors"] == ["transform/spanmetrics-callee"]
+
+
+def test_span_metrics_outlive_a_long_weekend_without_traffic() -> None:
+    for connector in ("span_metrics", "span_metrics/kept"):
+        config = CONFIG["connectors"][connector]
+        match = re.fullmatch(r"(\d+)h", config["metrics_expiration"])
+        assert match and int(match.group(1)) >= 72, connector
+        # What bounds the series a stopped instance leaves behind meanwhile.
+        assert 0 < config["aggregation_cardinality_limit"] <= 10000
 
 
 def test_credentials_and_content_are_redacted() -> None:

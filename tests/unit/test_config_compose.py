@@ -76,6 +76,7 @@ EXPECTED_SERVICES = {
     "loki",
     "grafana",
     "internal-tokens",
+    "canary",
 }
 # Run once and exit; the others wait for `service_completed_successfully`.
 ONE_SHOT = {"internal-tokens"}

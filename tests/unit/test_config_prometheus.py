@@ -180,6 +180,19 @@ def test_alert_has_severity_and_absolute_links(rule_file: str, rule: dict[str, A
         assert dashboard.group(1) == "exai-service"
 
 
+def test_both_stacks_keep_the_30_days_the_slo_budget_needs() -> None:
+    # The SLO dashboard's budget panels read 30-day ratios; Prometheus' default keeps 15.
+    command = COMPOSE["services"]["prometheus"]["command"]
+    time_flags = [c for c in command if c.startswith("--storage.tsdb.retention.time=")]
+    size_flags = [c for c in command if c.startswith("--storage.tsdb.retention.size=")]
+    assert time_flags == [f"--storage.tsdb.retention.time={STACK.PROMETHEUS_RETENTION_TIME}"]
+    assert size_flags == [f"--storage.tsdb.retention.size={STACK.PROMETHEUS_RETENTION_SIZE}"]
+    assert _duration_s(STACK.PROMETHEUS_RETENTION_TIME) >= 31 * 86400
+    stack_source = (REPO_ROOT / "deploy/local-stack/stack.py").read_text(encoding="utf-8")
+    assert '"--storage.tsdb.retention.time={PROMETHEUS_RETENTION_TIME}"' in stack_source
+    assert '"--storage.tsdb.retention.size={PROMETHEUS_RETENTION_SIZE}"' in stack_source
+
+
 def test_link_defaults_agree_across_compose_the_local_stack_and_env_example() -> None:
     compose_env = COMPOSE["services"]["prometheus"]["environment"]
     documented = ENV_EXAMPLE.read_text(encoding="utf-8")
@@ -254,7 +267,66 @@ def test_shipped_provider_alerts_have_production_timings() -> None:
 def test_provider_error_ratio_has_a_traffic_floor() -> None:
     for directory in (RULES_DIR, E2E_RULES_DIR):
         expr = _provider_alerts(directory)["ProviderErrorRatioHigh"]["expr"]
-        assert re.search(r"and on \(gen_ai_provider_name\)\s+exai:provider_requests:rate", expr)
+        assert re.search(
+            r"and on \(deployment_environment_name, gen_ai_provider_name\)\s+"
+            r"exai:provider_requests:rate",
+            expr,
+        )
+
+
+ENV = "deployment_environment_name"
+_AGGREGATION = re.compile(
+    r"\b(sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile)\s*"
+    r"(?:(by|without)\s*\(([^)]*)\))?\s*\("
+)
+
+
+def _environment_problems(expr: str) -> list[str]:
+    """Parts of `expr` that merge environments: an aggregation without `by (… env …)`,
+    a label-less `vector(…)`, a vector match `on (…)` that leaves env out (matching on
+    service_instance_id is fine: a process runs in one environment)."""
+    problems = []
+    for match in _AGGREGATION.finditer(expr):
+        keeps = match.group(2) == "by" and ENV in re.split(r"[\s,]+", match.group(3))
+        if not keeps:
+            problems.append(match.group(0))
+    problems += re.findall(r"\bvector\s*\(", expr)
+    problems += [
+        match
+        for match in re.findall(r"\bon\s*\([^)]*\)", expr)
+        if not {ENV, "service_instance_id"} & set(re.split(r"[\s,()]+", match))
+    ]
+    return problems
+
+
+def test_recording_rules_and_their_alerts_keep_the_environment() -> None:
+    # Staging must never burn production's SLO or push its error ratio: every recorded
+    # series is per deployment_environment_name, and so is every alert built on a
+    # recorded aggregate (exai:instance:* is per process, not an aggregate).
+    checked = 0
+    for directory in (RULES_DIR, E2E_RULES_DIR):
+        for name, rule in _rules_in(directory):
+            aggregates = set(re.findall(r"\bexai:\w+:\w+", rule["expr"])) - {
+                record for record in re.findall(r"\bexai:instance\w*:\w+", rule["expr"])
+            }
+            if "record" in rule or aggregates:
+                problems = _environment_problems(rule["expr"])
+                assert not problems, (name, rule.get("record") or rule.get("alert"), problems)
+                checked += 1
+    assert checked > 30
+
+
+def test_environment_check_catches_what_merges_environments() -> None:
+    assert _environment_problems("sum(rate(x[5m]))") == ["sum("]
+    assert _environment_problems("sum by (service_name) (rate(x[5m])) or vector(0)") == [
+        "sum by (service_name) (",
+        "vector(",
+    ]
+    assert _environment_problems("a > on() max by (deployment_environment_name) (b)") == ["on()"]
+    assert not _environment_problems(
+        "sum by (deployment_environment_name, exai_slo_indicator) (rate(x[5m]))"
+        " unless on (service_instance_id) exai:instance:stale"
+    )
 
 
 def test_shipped_alertmanager_timings_are_production_ones() -> None:

@@ -224,6 +224,51 @@ def test_circuit_open_inhibits_error_ratio_for_the_same_provider(alertmanager_ur
     assert states[("ProviderCircuitOpen", "kimi")]["state"] == "active"
 
 
+def test_a_fast_burn_inhibits_the_slow_burn_of_its_own_environment_only(
+    alertmanager_url: str,
+) -> None:
+    # Staging's page must not hide production's ticket for the same SLO.
+    def alert(name: str, severity: str, env: str) -> dict[str, object]:
+        return {
+            "labels": {
+                "alertname": name,
+                "severity": severity,
+                "slo": "gateway-first-chunk",
+                "deployment_environment_name": env,
+            }
+        }
+
+    _post_alerts(
+        alertmanager_url,
+        [
+            alert("GatewayFirstChunkBudgetBurnFast", "page", "staging"),
+            alert("GatewayFirstChunkBudgetBurnSlow", "ticket", "staging"),
+            alert("GatewayFirstChunkBudgetBurnSlow", "ticket", "production"),
+        ],
+    )
+
+    def states() -> dict[tuple[str, str], str]:
+        with urllib.request.urlopen(f"{alertmanager_url}/api/v2/alerts", timeout=5) as response:
+            alerts = json.load(response)
+        return {
+            (a["labels"]["alertname"], a["labels"]["deployment_environment_name"]): a["status"][
+                "state"
+            ]
+            for a in alerts
+        }
+
+    deadline = time.monotonic() + 10
+    while (found := states()).get(("GatewayFirstChunkBudgetBurnSlow", "staging")) != "suppressed":
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert found == {
+        ("GatewayFirstChunkBudgetBurnFast", "staging"): "active",
+        ("GatewayFirstChunkBudgetBurnSlow", "staging"): "suppressed",
+        ("GatewayFirstChunkBudgetBurnSlow", "production"): "active",
+    }
+
+
 # ------------------------------------------------------------------ build-tools.sh itself
 #
 # The orchestration (parallel builds, per-tool locks, stamps, progress and ETA, failure

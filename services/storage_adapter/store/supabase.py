@@ -15,6 +15,13 @@ conversation is found and before the message is written. PostgREST reports Postg
 errors by SQLSTATE: class 22 and 23 (and an unparsable body, PGRST102) are
 :class:`InvalidData`. Not exercised against a live Supabase here: this repository's
 tests have no network.
+
+Its REST requests are database calls, and their client spans say so
+(:func:`name_rest_span`): ``db.system.name`` ``supabase``, the table as
+``db.collection.name``, the PostgREST verb as ``db.operation.name`` (``select``,
+``insert``, ``upsert``, ``update``, ``delete``) and the span named after both
+(``select conversations``), as the database conventions name spans; not ``GET`` or
+``POST``, which dashboards would take for any other HTTP (or Redis) call.
 """
 
 from __future__ import annotations
@@ -27,8 +34,15 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from opentelemetry.instrumentation.httpx import RequestInfo
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.propagate import get_global_textmap
+from opentelemetry.semconv.attributes.db_attributes import (
+    DB_COLLECTION_NAME,
+    DB_OPERATION_NAME,
+    DB_SYSTEM_NAME,
+)
+from opentelemetry.trace import Span
 from postgrest import APIError, APIResponse
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
@@ -91,6 +105,48 @@ def message_row(conversation_id: int, message: NewMessage, now: datetime) -> dic
         "idempotency_key": message.idempotency_key,
         "created_at": iso_utc(now),
     }
+
+
+DB_SYSTEM = "supabase"
+REST_PREFIX = "/rest/v1/"
+# PostgREST's verbs by HTTP method; a POST with `Prefer: resolution=…` is an upsert.
+_OPERATIONS = {"GET": "select", "HEAD": "select", "POST": "insert", "PATCH": "update"}
+_OPERATIONS |= {"PUT": "upsert", "DELETE": "delete"}
+
+
+def rest_operation(method: str, path: str, prefer: str | None) -> tuple[str, str | None]:
+    """(db.operation.name, db.collection.name or None) of a PostgREST request."""
+    operation = _OPERATIONS.get(method.upper(), method.lower())
+    if operation == "insert" and prefer is not None and "resolution=" in prefer:
+        operation = "upsert"
+    table: str | None = None
+    if path.startswith(REST_PREFIX):
+        table = path[len(REST_PREFIX) :].split("/", 1)[0] or None
+    return operation, table
+
+
+async def name_rest_span(span: Span, request: RequestInfo) -> None:
+    """httpx request hook (async: the instrumentation ignores a sync hook on an async
+    client): the Supabase REST call's span as a database call. Never raises into the
+    request (a hook's failure must not fail the call)."""
+    try:
+        if not span.is_recording():
+            return
+        method = request.method.decode("ascii", "replace")
+        url = request.url
+        if isinstance(url, httpx.URL):
+            path = url.path
+        else:  # httpx's raw form: the target holds the query too
+            path = url[3].decode("utf-8", "replace").split("?", 1)[0]
+        prefer = request.headers.get("prefer") if request.headers is not None else None
+        operation, table = rest_operation(method, path, prefer)
+        attributes = {DB_SYSTEM_NAME: DB_SYSTEM, DB_OPERATION_NAME: operation}
+        if table is not None:
+            attributes[DB_COLLECTION_NAME] = table
+        span.set_attributes(attributes)
+        span.update_name(f"{operation} {table}" if table else operation)
+    except Exception:  # a hook never fails the request it describes
+        logger.debug("could not name a Supabase span", exc_info=True)
 
 
 class NoPropagationTransport(httpx.AsyncHTTPTransport):

@@ -259,3 +259,24 @@ async def test_stats_count_requests_and_injected_faults(
     assert current["requests"] == {"kimi": 2, "glm": 1}
     assert current["faults"] == {"error_500": 1, "rate_limit": 1}
     assert (current["hanging"], current["streaming"], current["disconnects"]) == (0, 0, 0)
+
+
+async def test_slow_first_token_holds_the_first_chunk_then_streams_at_the_normal_pace(
+    captured: CapturedTelemetry,
+) -> None:
+    async with (
+        running_simulator(captured, slow_first_token_s=0.6, tokens_per_s=0) as sim,
+        httpx.AsyncClient(headers=AUTH, timeout=10 * TIME_SCALE) as client,
+    ):
+        started = time.monotonic()
+        async with client.stream(
+            "POST",
+            sim.chat_url("glm"),
+            json=chat_body("glm", stream=True),
+            headers={FAULT: "slow_first_token"},
+        ) as response:
+            assert response.status_code == 200
+            arrivals = [time.monotonic() - started async for line in response.aiter_lines() if line]
+    assert arrivals[0] >= 0.6 * 0.9
+    # Once it starts, the answer is not paced (tokens_per_s=0): the rest follows at once.
+    assert arrivals[-1] - arrivals[0] < 0.5

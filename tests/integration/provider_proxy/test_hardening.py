@@ -61,6 +61,7 @@ def request_outcomes(stack: Stack) -> dict[tuple[str, str, str | None], int]:
     return {
         (a["gen_ai.provider.name"], a[names.OUTCOME], a.get("error.type")): p.value
         for a, p in metric_points(stack.reader, names.M_PROVIDER_REQUESTS)
+        if p.value  # the series created at 0 at start-up
     }
 
 

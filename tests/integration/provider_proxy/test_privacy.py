@@ -111,7 +111,7 @@ async def test_configured_models_keep_their_own_name(stack: Stack) -> None:
     (call,) = stack.proxy_spans("chat glm-4.5")
     assert (call.attributes or {})["gen_ai.request.model"] == "glm-4.5"
     assert REQUEST_MODEL_RAW not in (call.attributes or {})
-    requests = [a for a, _ in metric_points(stack.reader, "exai.provider.requests")]
+    requests = [a for a, p in metric_points(stack.reader, "exai.provider.requests") if p.value]
     assert [a["gen_ai.request.model"] for a in requests] == ["glm-4.5"]
 
 

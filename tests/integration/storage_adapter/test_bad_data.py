@@ -197,7 +197,7 @@ async def test_database_data_errors_are_invalid_data_not_an_outage(
                 "backstop-title", "default", "\ud800", {}, utc_now()
             )
         assert dependencies.durable_up
-        assert not list(metric_points(reader, "exai.storage.durable.errors"))
+        assert not [p for _, p in metric_points(reader, "exai.storage.durable.errors") if p.value]
         assert (await service.durable_health()).up
     finally:
         await service.close()

@@ -61,6 +61,8 @@ def metric_sum(reader: Any, name: str) -> int:
 def outcome_counts(reader: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for attributes, point in metric_points(reader, "exai.gateway.calls"):
+        if not point.value:
+            continue  # a series created at 0 at start-up
         outcome = attributes["exai.outcome"]
         counts[outcome] = counts.get(outcome, 0) + int(point.value)
     return counts

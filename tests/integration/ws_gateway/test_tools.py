@@ -215,7 +215,8 @@ def outcomes_of(stack: Stack, metric: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for attributes, point in metric_points(stack.reader, metric):
         value = point.count if metric.endswith("duration") else point.value
-        counts[attributes["exai.outcome"]] = counts.get(attributes["exai.outcome"], 0) + value
+        if value:  # not the series created at 0 at start-up
+            counts[attributes["exai.outcome"]] = counts.get(attributes["exai.outcome"], 0) + value
     return counts
 
 

@@ -3,110 +3,40 @@ real HTTP on localhost: store choice, polling, exit codes, one-line failures, co
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import socket
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from exai_cli import main as cli
+from exai_cli import search
 from tests.unit.exai_cli.conftest import FIXTURES, JAEGER_TRACE_ID, TEMPO_TRACE_ID, fixture_json
-
-Answer = tuple[int, Any]
-Route = Callable[[dict[str, str]], Answer]
-FOREVER = "36500d"  # the fixtures are from 2024
-
-
-@dataclass
-class RecordedApi:
-    """Serves canned answers by path; records every request (path, query)."""
-
-    routes: dict[str, Route]
-    url: str = ""
-    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-
-    def calls(self, path: str) -> list[dict[str, str]]:
-        return [q for p, q in self.requests if p == path]
-
-
-@contextlib.contextmanager
-def serve(routes: dict[str, Route]) -> Iterator[RecordedApi]:
-    api = RecordedApi(routes)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            parts = urlsplit(self.path)
-            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            api.requests.append((parts.path, query))
-            route = api.routes.get(parts.path)
-            status, body = route(query) if route else (404, "404 page not found")
-            raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    api.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield api
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _jaeger_routes(found_from_poll: int = 1) -> dict[str, Route]:
-    """Jaeger with three services; the trace is stored from the n-th poll on."""
-    polls: set[str] = set()  # each poll searches every service with the same time range
-
-    def traces(query: dict[str, str]) -> Answer:
-        polls.add(query["end"])
-        if query["service"] == "jaeger" or len(polls) < found_from_poll:
-            return 200, {"data": [], "total": 0}
-        return 200, fixture_json("jaeger_traces.json")
-
-    return {
-        "/api/services": lambda q: (200, {"data": ["ws-gateway", "provider-proxy", "jaeger"]}),
-        "/api/traces": traces,
-    }
-
-
-def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+from tests.unit.exai_cli.recorded import (
+    FOREVER,
+    Route,
+    clean_env,
+    closed_port_url,
+    jaeger_routes,
+    run,
+    serve,
+)
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("EXAI_JAEGER_URL", "EXAI_TEMPO_URL", "EXAI_LOKI_URL", "EXAI_TELEMETRY_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(cli, "POLL_INTERVAL_S", 0.05)
+    clean_env(monkeypatch)
+    monkeypatch.setattr(search, "POLL_INTERVAL_S", 0.05)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(["trace", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run(capsys, *argv)
 
 
 def test_jaeger_every_service_searched_by_the_correlation_tag(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with serve(_jaeger_routes()) as jaeger:
+    with serve(jaeger_routes()) as jaeger:
         code, out, err = _run(
             capsys,
             "demo-1",
@@ -136,7 +66,7 @@ def test_jaeger_every_service_searched_by_the_correlation_tag(
 
 
 def test_json_for_scripts(capsys: pytest.CaptureFixture[str]) -> None:
-    with serve(_jaeger_routes()) as jaeger:
+    with serve(jaeger_routes()) as jaeger:
         code, out, _ = _run(
             capsys,
             "demo-1",
@@ -179,7 +109,10 @@ def test_tempo_and_loki_when_only_tempo_is_configured(
     assert search["q"] == '{ span.exai.correlation_id = "demo-2" }'
     assert int(search["end"]) - int(search["start"]) >= 36500 * 86400
     (logs,) = tempo.calls("/loki/api/v1/query_range")
-    assert logs["query"] == '{service_name=~".+"} | exai_correlation_id = "demo-2"'
+    # By the correlation ID, and by the found trace's ID (lines logged without the ID).
+    assert logs["query"] == (
+        f'{{service_name=~".+"}} | exai_correlation_id = "demo-2" or trace_id = "{TEMPO_TRACE_ID}"'
+    )
     assert logs["direction"] == "forward"
     assert f"trace {TEMPO_TRACE_ID}" in out
     assert "5 spans, 3 services, 4 failed" in out
@@ -187,7 +120,7 @@ def test_tempo_and_loki_when_only_tempo_is_configured(
 
 
 def test_wait_polls_until_the_trace_is_stored(capsys: pytest.CaptureFixture[str]) -> None:
-    with serve(_jaeger_routes(found_from_poll=4)) as jaeger:
+    with serve(jaeger_routes(found_from_poll=4)) as jaeger:
         code, out, err = _run(
             capsys, "demo-1", "--jaeger-url", jaeger.url, "--logs", "none", "--wait", "20"
         )
@@ -198,7 +131,7 @@ def test_wait_polls_until_the_trace_is_stored(capsys: pytest.CaptureFixture[str]
 
 
 def test_nothing_found_is_exit_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with serve(_jaeger_routes(found_from_poll=10**6)) as jaeger:
+    with serve(jaeger_routes(found_from_poll=10**6)) as jaeger:
         code, out, err = _run(
             capsys, "nobody", "--jaeger-url", jaeger.url, "--log-file", str(FIXTURES / "logs.jsonl")
         )
@@ -229,10 +162,10 @@ def test_an_empty_jaeger_is_nothing_found_not_an_unreachable_store(
     )
 
 
-def test_log_lines_alone_are_shown_when_the_trace_was_not_kept(
+def test_log_lines_alone_are_shown_and_exit_4_when_the_trace_was_sampled_out(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with serve(_jaeger_routes(found_from_poll=10**6)) as jaeger:
+    with serve(jaeger_routes(found_from_poll=10**6)) as jaeger:
         code, out, err = _run(
             capsys,
             "demo-1",
@@ -243,16 +176,18 @@ def test_log_lines_alone_are_shown_when_the_trace_was_not_kept(
             "--since",
             FOREVER,
         )
-    assert code == 0
+    # The lines are from 2024: long past any decision window, so tail sampling dropped it.
+    assert code == 4
     assert "log lines of no stored trace (2)" in out
-    assert "no trace stored in Jaeger" in err
+    assert "only log lines found: the trace was sampled out (not kept by tail sampling" in err
+    assert f"searched Jaeger at {jaeger.url}" in err
 
 
 def test_a_missing_log_file_is_a_warning_not_a_failure(
     capsys: pytest.CaptureFixture[str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EXAI_TELEMETRY_DIR", str(tmp_path))
-    with serve(_jaeger_routes()) as jaeger:
+    with serve(jaeger_routes()) as jaeger:
         code, out, err = _run(capsys, "demo-1", "--jaeger-url", jaeger.url, "--since", FOREVER)
     assert code == 0
     assert "12 spans" in out
@@ -262,7 +197,7 @@ def test_a_missing_log_file_is_a_warning_not_a_failure(
 def test_unreachable_stores_are_exit_3_with_one_line_and_no_credentials(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    closed = _closed_port_url()
+    closed = closed_port_url()
     with_password = closed.replace("http://", "http://admin:hunter2@")
     code, out, err = _run(capsys, "x", "--jaeger-url", with_password, "--tempo-url", closed)
     assert code == 3

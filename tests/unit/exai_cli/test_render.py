@@ -9,9 +9,10 @@ import re
 from exai_cli.document import document
 from exai_cli.jaeger import parse_jaeger_traces
 from exai_cli.logsource import FileLogSource
-from exai_cli.render import Style, bar, duration, render, tree_rows
+from exai_cli.render import Style, bar, duration, render
 from exai_cli.summary import details
 from exai_cli.tempo import parse_trace
+from exai_cli.tree import span_rows
 from exai_cli.types import AttributeValue, LogRecord, Span, SpanKind, StatusCode, Trace
 from tests.unit.exai_cli.conftest import ALL_TIME_S, FIXTURES, JAEGER_TRACE_ID, fixture_json
 
@@ -35,7 +36,7 @@ def _span_line(output: str, fragment: str) -> str:
 def test_every_span_is_one_line_in_tree_order_with_its_service() -> None:
     trace, logs = _retried()
     output = render("demo-1", [trace], logs, PLAIN)
-    rows = [r.span.name for r in tree_rows(trace)]
+    rows = [r.span.name for r in span_rows(trace)]
     assert rows == [
         "ws call_tool chat",
         "GET",

@@ -110,7 +110,8 @@ def request(
 def outcomes(reader: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for attrs, point in metric_points(reader, "exai.gateway.calls"):
-        counts[attrs["exai.outcome"]] = counts.get(attrs["exai.outcome"], 0) + point.value
+        if point.value:  # not the series created at 0 at start-up
+            counts[attrs["exai.outcome"]] = counts.get(attrs["exai.outcome"], 0) + point.value
     return counts
 
 
