@@ -78,7 +78,9 @@ def test_a_stopped_gateway_pages_canary_failing_and_resolves_when_it_is_back(
         )
         assert annotations["dashboard_url"] == "http://grafana.e2e.example:3000/d/exai-overview"
         # The canary stays up and keeps reporting its failed checks: not silent.
-        assert (prometheus.scalar(STATUS_ERRORS) or 0) >= errors_before + 4
+        eventually(
+            lambda: (prometheus.scalar(STATUS_ERRORS) or 0) >= errors_before + 4, timeout_s=90
+        )
         assert not [a for a in prometheus.alerts() if a["labels"]["alertname"] == "CanarySilent"]
         # One log line per change of state, not one per failed check.
         failing_lines = [

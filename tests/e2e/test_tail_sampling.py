@@ -27,6 +27,7 @@ from tests.e2e.helpers import (
     SIMULATOR,
     GatewaySession,
     Jaeger,
+    Simulator,
     eventually,
     parent_of,
     span_services,
@@ -37,6 +38,7 @@ from tests.support.stack import RunningStack
 pytestmark = pytest.mark.e2e
 
 KIMI_MODEL = "kimi-k2-0905-preview"
+GLM_MODEL = "glm-4.5"
 RETRIED_CALLS = 10
 # Three at once: at 10 % baseline sampling, the chance that all three are kept by luck
 # when the slow policy cannot see their roots is 1 in 1000.
@@ -156,18 +158,14 @@ async def test_a_long_streamed_call_with_memory_is_kept_whole_by_the_slow_policy
         base_url=SIMULATOR, headers=admin_headers(internal_tokens), timeout=10
     ) as admin:
         async with GatewaySession.open(stack.ws_token) as session:
-            # Two fast exchanges first: the first creates each conversation, so the long
-            # call's history read finds it (a 404 would be an error span, kept for that);
-            # the second takes the long call's path once, so the storage adapter's Redis
-            # scripts are loaded (redis-py's first EVALSHA of a script fails with
-            # NOSCRIPT, recorded as an error span, then loads it).
+            # A fast exchange first creates each conversation, so the long call's history
+            # read finds it (a 404 would be an error span, kept for that).
             for conversation in conversations:
-                for prompt in ("hello", "hello again"):
-                    seeded = await session.call(
-                        "chat",
-                        {"prompt": prompt, "model": KIMI_MODEL, "continuation_id": conversation},
-                    )
-                    assert seeded.ok, seeded.frame
+                seeded = await session.call(
+                    "chat",
+                    {"prompt": "hello", "model": KIMI_MODEL, "continuation_id": conversation},
+                )
+                assert seeded.ok, seeded.frame
             before = (await admin.get("/admin/latency")).raise_for_status().json()
             slow = {"ms": LONG_CALL_FIRST_CHUNK_MS, "tokens_per_s": LONG_CALL_TOKENS_PER_S}
             (await admin.post("/admin/latency", json=slow)).raise_for_status()
@@ -264,3 +262,72 @@ async def test_logs_reach_the_file_with_trace_and_correlation_ids(
     assert line.span_id is not None and len(line.span_id) == 16
     everything = log_file.read_text(encoding="utf-8")
     assert stack.ws_token not in everything
+
+
+CENSUS_CALLS = 5
+CENSUS_ORDINARY = 40
+
+
+async def test_at_10_percent_sampling_every_slow_retried_and_failed_call_is_kept(
+    stack: RunningStack,
+    jaeger: Jaeger,
+    simulator: Simulator,
+    internal_tokens: dict[str, str],
+) -> None:
+    """The promise behind "paste a correlation ID": whatever the baseline share, a call
+    an operator would look up (slow, retried, failed) has its trace; the others are
+    sampled at the baseline, so the census shows the policies are what keeps them."""
+    run = uuid.uuid4().hex[:8]
+    token = stack.ws_token
+
+    async def one_call(kind: str, i: int, model: str) -> Any:
+        async with GatewaySession.open(token) as session:
+            return await session.call(
+                "chat", {"prompt": f"{kind} {i}", "model": model}, f"census-{run}-{kind}-{i}"
+            )
+
+    # Slow: the provider holds its first token 6 s (SIM_SLOW_FIRST_TOKEN_S), well over
+    # the latency policy's 2 s; the answer itself is fine.
+    simulator.set_fault("slow_first_token", provider="glm")
+    try:
+        slow = await asyncio.gather(*(one_call("slow", i, GLM_MODEL) for i in range(CENSUS_CALLS)))
+    finally:
+        simulator.clear_faults()
+    async with httpx.AsyncClient(
+        base_url=SIMULATOR, headers=admin_headers(internal_tokens), timeout=10
+    ) as admin:
+        async with GatewaySession.open(token) as session:
+            retried = [
+                await _call_retried_once(
+                    session, admin, f"retried {i}", f"census-{run}-retried-{i}"
+                )
+                for i in range(CENSUS_CALLS)
+            ]
+    simulator.set_fault("error_500", provider="glm")
+    try:
+        failed = [await one_call("failed", i, GLM_MODEL) for i in range(CENSUS_CALLS)]
+    finally:
+        simulator.clear_faults()
+    ordinary = await asyncio.gather(
+        *(one_call("ordinary", i, KIMI_MODEL) for i in range(CENSUS_ORDINARY))
+    )
+    assert [r.frame for r in slow + retried + ordinary if not r.ok] == []
+    assert [r.frame for r in failed if r.ok] == []
+
+    def kept(results: list[Any]) -> int:
+        return sum(bool(jaeger.traces_by_correlation_id(r.correlation_id)) for r in results)
+
+    wanted = slow + retried + failed
+    # Decided 3 s after each root; a minute covers a loaded machine.
+    eventually(lambda: kept(wanted) == len(wanted) or None, timeout_s=60)
+    census = {
+        "slow": kept(slow),
+        "retried": kept(retried),
+        "failed": kept(failed),
+        "ordinary": kept(ordinary),
+    }
+    print(f"\ntail-sampling census at 10 % (kept of {CENSUS_CALLS} / {CENSUS_ORDINARY}): {census}")
+    assert census["slow"] == census["retried"] == census["failed"] == CENSUS_CALLS
+    # The baseline really drops: at 10 %, keeping half of 40 ordinary calls has a
+    # probability below 1e-12, so this fails only if a policy keeps everything.
+    assert census["ordinary"] < CENSUS_ORDINARY // 2, census

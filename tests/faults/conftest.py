@@ -3,8 +3,9 @@
 tests/e2e runs before this package and stops its stack when it ends (its fixtures are
 package-scoped), so the fixed ports are free again here. The overrides differ from the
 e2e stack's where the faults need it: provider timeouts short enough that a hanging
-provider fails a call within seconds, a provider slow to start its answer past the first-chunk objective,
-and Alertmanager updates every 10 s so that a resolution arrives soon after it happens.
+provider fails a call within seconds, a first-chunk objective that a provider slow to
+start its answer misses, and Alertmanager updates every 10 s so that a resolution
+arrives soon after it happens.
 """
 
 from __future__ import annotations

@@ -11,8 +11,13 @@ script, so each is atomic, and each first drops the entry if a lease ran out (se
 invalidates every entry at once: it is bumped after Redis missed a write (it was
 unreachable), so that entries written before the outage are never served again.
 
-Spans: the redis instrumentation records commands as ``EVALSHA ? ? …`` — argument
-values (message content) are never recorded.
+Spans: the redis instrumentation records commands as ``EVAL ? ? …`` — argument
+values (message content) are never recorded. The scripts go out with EVAL, not
+EVALSHA: redis-py's EVALSHA fails with NOSCRIPT on the first use of each script after
+Redis (re)starts and then reloads it, and the instrumentation records that first
+attempt as a failed Redis command — an error span on every restart that no dashboard or
+tail-sampling policy could tell from a real failure. Redis caches the compiled script by
+its hash either way; the cost is the script text (1-2 KB) on each call.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import redis.asyncio as aioredis
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from storage_adapter.cache import CacheLookup, cap_history
@@ -218,22 +222,20 @@ class RedisCache:
         self._max_turns = max_turns
         self._lease_ms = max(1, math.ceil(write_lease_s * 1000))
         self._leases_ttl_s = ttl_s + math.ceil(write_lease_s) + 1
-        self._lookup = client.register_script(_LOOKUP)
-        self._fill = client.register_script(_FILL)
-        self._begin = client.register_script(_BEGIN)
-        self._end = client.register_script(_END)
-        self._abandon = client.register_script(_ABANDON)
 
     async def _run(
-        self, name: str, script: AsyncScript, continuation_id: str, args: list[str | int]
+        self, name: str, script: str, continuation_id: str, args: list[str | int]
     ) -> Any:
+        entry = keys(continuation_id)
         try:
-            return await script(keys=keys(continuation_id), args=[self._generation_ttl_s, *args])
+            return await self._client.eval(
+                script, len(entry), *entry, self._generation_ttl_s, *args
+            )
         except (RedisError, OSError) as exc:
             raise CacheUnavailable(f"redis {name} failed: {type(exc).__name__}") from exc
 
     async def lookup(self, continuation_id: str) -> CacheLookup:
-        reply = await self._run("lookup", self._lookup, continuation_id, [])
+        reply = await self._run("lookup", _LOOKUP, continuation_id, [])
         flat, members, generation, epoch = reply
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         token = (generation, epoch)
@@ -260,12 +262,12 @@ class RedisCache:
         ]
         for message in capped.messages:
             args += [message.id, message.to_json_text()]
-        return bool(await self._run("fill", self._fill, continuation_id, args))
+        return bool(await self._run("fill", _FILL, continuation_id, args))
 
     async def begin_write(self, continuation_id: str) -> object:
         lease = uuid.uuid4().hex
         args: list[str | int] = [lease, self._lease_ms, self._leases_ttl_s]
-        await self._run("begin_write", self._begin, continuation_id, args)
+        await self._run("begin_write", _BEGIN, continuation_id, args)
         return lease
 
     async def append(
@@ -292,10 +294,10 @@ class RedisCache:
             self._ttl_s,
             self._leases_ttl_s,
         ]
-        await self._run("end_write", self._end, continuation_id, args)
+        await self._run("end_write", _END, continuation_id, args)
 
     async def abandon(self, continuation_id: str, lease: object) -> None:
-        await self._run("abandon", self._abandon, continuation_id, [])
+        await self._run("abandon", _ABANDON, continuation_id, [])
 
     async def invalidate_all(self) -> None:
         try:
