@@ -286,6 +286,16 @@ async def test_at_10_percent_sampling_every_slow_retried_and_failed_call_is_kept
                 "chat", {"prompt": f"{kind} {i}", "model": model}, f"census-{run}-{kind}-{i}"
             )
 
+    # An earlier test may have left GLM's breaker open: one call that succeeds closes
+    # it (after its cooldown), so the five concurrent slow calls below all reach GLM.
+    async def glm_answers() -> None:
+        for attempt in range(30):
+            if (await one_call("warm-up", attempt, GLM_MODEL)).ok:
+                return
+            await asyncio.sleep(1)
+        raise AssertionError("GLM never answered: its circuit stays open")
+
+    await glm_answers()
     # Slow: the provider holds its first token 6 s (SIM_SLOW_FIRST_TOKEN_S), well over
     # the latency policy's 2 s; the answer itself is fine.
     simulator.set_fault("slow_first_token", provider="glm")
@@ -308,6 +318,7 @@ async def test_at_10_percent_sampling_every_slow_retried_and_failed_call_is_kept
         failed = [await one_call("failed", i, GLM_MODEL) for i in range(CENSUS_CALLS)]
     finally:
         simulator.clear_faults()
+    await glm_answers()  # leave GLM's breaker closed for the tests after this one
     ordinary = await asyncio.gather(
         *(one_call("ordinary", i, KIMI_MODEL) for i in range(CENSUS_ORDINARY))
     )
