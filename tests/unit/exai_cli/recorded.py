@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from exai_cli import main as cli
-from tests.unit.exai_cli.conftest import fixture_json
+from tests.unit.exai_cli.conftest import TEMPO_TRACE_ID, fixture_json
 
 FOREVER = "36500d"  # the fixtures are from 2024
 ENV_NAMES = (
@@ -95,6 +95,18 @@ def jaeger_routes(found_from_poll: int = 1) -> dict[str, Route]:
         "/api/services": lambda q: (200, {"data": ["ws-gateway", "provider-proxy", "jaeger"]}),
         "/api/traces": traces,
     }
+
+
+def tempo_routes(*, with_loki: bool = True) -> dict[str, Route]:
+    """Tempo's recorded search and trace; with Loki's recorded lines on the same server."""
+    routes: dict[str, Route] = {
+        "/api/echo": lambda q: (200, "echo"),
+        "/api/search": lambda q: (200, fixture_json("tempo_search.json")),
+        f"/api/traces/{TEMPO_TRACE_ID}": lambda q: (200, fixture_json("tempo_trace.json")),
+    }
+    if with_loki:
+        routes["/loki/api/v1/query_range"] = lambda q: (200, fixture_json("loki_query_range.json"))
+    return routes
 
 
 def closed_port_url() -> str:

@@ -18,7 +18,15 @@ from tests.unit.exai_cli.conftest import (
     TEMPO_TRACE_ID,
     fixture_json,
 )
-from tests.unit.exai_cli.recorded import FOREVER, Route, clean_env, jaeger_routes, run, serve
+from tests.unit.exai_cli.recorded import (
+    FOREVER,
+    Route,
+    clean_env,
+    jaeger_routes,
+    run,
+    serve,
+    tempo_routes,
+)
 
 # The fixtures' first log line: provider-proxy, demo-1, in the Jaeger fixture's trace.
 _LINE = (FIXTURES / "logs.jsonl").read_text().splitlines()[0]
@@ -191,12 +199,7 @@ def test_a_search_cut_by_limit_says_so_in_text_and_json(
 def test_tempo_and_loki_limits_are_flagged_too(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    routes: dict[str, Route] = {
-        "/api/echo": lambda q: (200, "echo"),
-        "/api/search": lambda q: (200, fixture_json("tempo_search.json")),
-        f"/api/traces/{TEMPO_TRACE_ID}": lambda q: (200, fixture_json("tempo_trace.json")),
-        "/loki/api/v1/query_range": lambda q: (200, fixture_json("loki_query_range.json")),
-    }
+    routes = tempo_routes()
     monkeypatch.setattr(logsource, "LOKI_LIMIT", 2)  # the recorded answer has 2 lines
     with serve(routes) as tempo:
         argv = ["demo-2", "--tempo-url", tempo.url, "--loki-url", tempo.url, "--since", FOREVER]
@@ -359,12 +362,7 @@ def test_a_jaeger_with_its_ui_gets_a_jaeger_link_and_tempo_a_grafana_one(
         )
     assert code == 0
     assert "open in" not in out
-    tempo_routes: dict[str, Route] = {
-        "/api/echo": lambda q: (200, "echo"),
-        "/api/search": lambda q: (200, fixture_json("tempo_search.json")),
-        f"/api/traces/{TEMPO_TRACE_ID}": lambda q: (200, fixture_json("tempo_trace.json")),
-    }
-    with serve(tempo_routes) as tempo:
+    with serve(tempo_routes(with_loki=False)) as tempo:
         code, out, _ = run(
             capsys, "demo-2", "--tempo-url", tempo.url, "--logs", "none", "--since", FOREVER
         )

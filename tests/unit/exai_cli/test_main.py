@@ -11,7 +11,7 @@ import pytest
 
 from exai_cli import main as cli
 from exai_cli import search
-from tests.unit.exai_cli.conftest import FIXTURES, JAEGER_TRACE_ID, TEMPO_TRACE_ID, fixture_json
+from tests.unit.exai_cli.conftest import FIXTURES, JAEGER_TRACE_ID, TEMPO_TRACE_ID
 from tests.unit.exai_cli.recorded import (
     FOREVER,
     Route,
@@ -20,6 +20,7 @@ from tests.unit.exai_cli.recorded import (
     jaeger_routes,
     run,
     serve,
+    tempo_routes,
 )
 
 
@@ -94,12 +95,7 @@ def test_json_for_scripts(capsys: pytest.CaptureFixture[str]) -> None:
 def test_tempo_and_loki_when_only_tempo_is_configured(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    routes: dict[str, Route] = {
-        "/api/echo": lambda q: (200, "echo"),
-        "/api/search": lambda q: (200, fixture_json("tempo_search.json")),
-        f"/api/traces/{TEMPO_TRACE_ID}": lambda q: (200, fixture_json("tempo_trace.json")),
-        "/loki/api/v1/query_range": lambda q: (200, fixture_json("loki_query_range.json")),
-    }
+    routes = tempo_routes()
     with serve(routes) as tempo:
         monkeypatch.setenv("EXAI_TEMPO_URL", tempo.url)
         monkeypatch.setenv("EXAI_LOKI_URL", tempo.url)
