@@ -9,16 +9,14 @@ canary's calls (and a chat's spend) are attributed to it; otherwise ``EXAI_WS_TO
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode
 
 from exai_telemetry.settings import ServiceSettings
-from ws_gateway.auth import parse_token_map, read_token_file
+from ws_gateway.settings import TokenMapFile, TokenMapText
 
 CANARY_CLIENT_ID = "canary"
-TokenMap = Annotated[dict[str, list[SecretStr]], NoDecode]
 
 
 class CanarySettings(ServiceSettings):
@@ -45,28 +43,16 @@ class CanarySettings(ServiceSettings):
     )
 
     ws_token: SecretStr | None = Field(default=None, validation_alias="EXAI_WS_TOKEN")
-    ws_tokens: TokenMap = Field(default_factory=dict, validation_alias="EXAI_WS_TOKENS")
-    ws_tokens_file: TokenMap = Field(default_factory=dict, validation_alias="EXAI_WS_TOKENS_FILE")
+    ws_tokens: TokenMapText = Field(default_factory=dict, validation_alias="EXAI_WS_TOKENS")
+    ws_tokens_file: TokenMapFile = Field(
+        default_factory=dict, validation_alias="EXAI_WS_TOKENS_FILE"
+    )
 
     @field_validator("chat_model", "ws_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # docker-compose.yml passes optional settings as `${VAR:-}`.
         return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("ws_tokens", mode="before")
-    @classmethod
-    def _parse_tokens(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return parse_token_map(value) if value.strip() else {}
-        return value
-
-    @field_validator("ws_tokens_file", mode="before")
-    @classmethod
-    def _read_tokens_file(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return read_token_file(value) if value.strip() else {}
-        return value
 
     @field_validator("gateway_url")
     @classmethod

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from exai_telemetry import internal_auth
@@ -38,8 +38,25 @@ DEFAULT_HISTORY_BUDGETS = {
 PrefixBudgets = Annotated[dict[str, Annotated[int, Field(ge=0)]], NoDecode]
 # Tool → seconds, from a JSON object in the environment ({"chat": 8, "consensus": 2}).
 ToolSeconds = Annotated[dict[str, float], NoDecode]
-# Client id → its tokens (ws_gateway.auth), from a JSON object in the environment or a file.
-TokenMap = Annotated[dict[str, list[SecretStr]], NoDecode]
+
+
+def _token_map_from_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_token_map(value) if value.strip() else {}
+    return value
+
+
+def _token_map_from_file(value: Any) -> Any:
+    if isinstance(value, str):  # a path; blank (compose's `${VAR:-}`) is unset
+        return read_token_file(value) if value.strip() else {}
+    return value
+
+
+# Client id → its tokens (ws_gateway.auth): EXAI_WS_TOKENS (a JSON object) and
+# EXAI_WS_TOKENS_FILE (a path to one). The canary reads the same two variables.
+_Tokens = dict[str, list[SecretStr]]
+TokenMapText = Annotated[_Tokens, NoDecode, BeforeValidator(_token_map_from_text)]
+TokenMapFile = Annotated[_Tokens, NoDecode, BeforeValidator(_token_map_from_file)]
 
 
 def _fold(value: str) -> str:
@@ -67,8 +84,10 @@ class GatewaySettings(ServiceSettings):
     # Client tokens (ws_gateway.auth): EXAI_WS_TOKEN is client `default`; the map and
     # the file (a JSON object {"client-id": "token" | ["token", …]}) name more clients.
     # At least one is required; a token belongs to one client only.
-    ws_tokens_file: TokenMap = Field(default_factory=dict, validation_alias="EXAI_WS_TOKENS_FILE")
-    ws_tokens: TokenMap = Field(default_factory=dict, validation_alias="EXAI_WS_TOKENS")
+    ws_tokens_file: TokenMapFile = Field(
+        default_factory=dict, validation_alias="EXAI_WS_TOKENS_FILE"
+    )
+    ws_tokens: TokenMapText = Field(default_factory=dict, validation_alias="EXAI_WS_TOKENS")
     ws_token: SecretStr | None = Field(
         default=None, validation_alias="EXAI_WS_TOKEN", validate_default=True
     )
@@ -244,20 +263,6 @@ class GatewaySettings(ServiceSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("ws_tokens_file", mode="before")
-    @classmethod
-    def _read_tokens_file(cls, value: Any) -> Any:
-        if isinstance(value, str):  # a path; blank (compose's `${VAR:-}`) is unset
-            return read_token_file(value) if value.strip() else {}
-        return value
-
-    @field_validator("ws_tokens", mode="before")
-    @classmethod
-    def _parse_tokens(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return parse_token_map(value) if value.strip() else {}
         return value
 
     @field_validator("ws_tokens_file", "ws_tokens")
