@@ -1,4 +1,4 @@
-"""End-to-end: every Grafana panel query returns data (issue 7, point 6).
+"""End-to-end: every Grafana panel query returns data.
 
 Traffic goes through the gateway like a user's: plain, streamed, memory (continuation)
 and consensus calls on both providers, intermittent provider errors (retried), then a

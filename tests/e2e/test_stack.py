@@ -1,6 +1,5 @@
 """End-to-end: the no-Docker stack with the repo's own collector, Prometheus,
-Alertmanager and Jaeger configs, driven through the gateway like a user would
-(issue 3, "End-to-end tests")."""
+Alertmanager and Jaeger configs, driven through the gateway like a user would."""
 
 from __future__ import annotations
 
@@ -357,7 +356,7 @@ def test_no_key_or_token_in_any_log_line_metric_series_or_alert(
     internal_tokens: dict[str, str],
 ) -> None:
     """After every other test here (traffic, failures, the alert that fired and resolved):
-    the secrets scan of issue 8 over what an operator reads besides spans."""
+    the secrets scan over what an operator reads besides spans."""
     secrets = (KIMI_KEY, GLM_KEY, stack.ws_token, *internal_tokens.values())
     # Every log line every process of the stack wrote (stdout/stderr files, OTLP log export).
     log_files = [*(stack.var / "logs").glob("*.log"), *(stack.var / "telemetry").rglob("*")]

@@ -1,4 +1,4 @@
-"""Tail sampling keeps what it promises, and the logs tell the same story (issue 7, 1 + 7).
+"""Tail sampling keeps what it promises, and the logs tell the same story.
 
 At 10% baseline sampling, a call that the provider-proxy had to retry is kept even when
 it succeeded quickly: the retry is recorded on provider-proxy spans, which reach the

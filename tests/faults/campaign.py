@@ -1,4 +1,4 @@
-"""The fault campaign: every fault kind of issue 8 against one running stack.
+"""The fault campaign: every fault kind of the reliability suite against one running stack.
 
 Each :class:`FaultRun` drives its own chat traffic through the gateway, injects one
 fault, waits for the alert that should page (delivered by Alertmanager to the tests'

@@ -46,7 +46,7 @@ def stack(webhook: AlertWebhook) -> Iterator[RunningStack]:
     var.chmod(0o755)
     overrides = {
         "EXAI_WS_TOKEN": "ws-faults-" + secrets.token_hex(16),
-        # Service-to-service tokens (issue 8, point 11), so the suite can call the
+        # Service-to-service tokens, so the suite can call the
         # simulator's admin API and storage-adapter's API as the stack's own callers do.
         "EXAI_PROVIDER_TOKEN": _token(),
         "EXAI_STORAGE_TOKEN": _token(),
